@@ -1,0 +1,88 @@
+"""Extreme Minimal Learning Machine (thesis eq. 2.16–2.18; paper II)."""
+
+from numbers import Real
+
+import numpy as np
+from sklearn.utils._param_validation import Interval
+
+from ._base import DistanceRegressor
+from ._linalg import solve_distance_regression
+from .references import REFERENCES_CONSTRAINT
+
+__all__ = ["EMLM"]
+
+
+class EMLM(DistanceRegressor):
+    """Extreme Minimal Learning Machine: ridge regression on distances to references.
+
+    With ``D`` the N×K Euclidean distances from the training inputs to K
+    references, the weights solve (thesis eq. 2.16–2.18)
+
+    ``(DᵀD + β/K · I) W = DᵀY``
+
+    and a prediction is ``dᵀW`` with ``d`` the distances of the new input to the
+    references. EMLM is kernel ridge regression with the Euclidean distance as
+    kernel, restricted to K reference columns. The system is solved by Cholesky;
+    when it is numerically singular, by an SVD least-squares solve of the same
+    problem, with a :class:`scipy.linalg.LinAlgWarning`.
+
+    Parameters
+    ----------
+    references : int, float, "all" or selector, default="all"
+        The references: an int (count) or a float in (0, 1] (fraction of the
+        samples) selected by :class:`~mlmlearn.RSMaximin`; ``"all"`` every
+        distinct training sample (as in the thesis, where the training set is
+        first sampled by RS-maximin and then saved whole as references); or a
+        selector such as ``RandomReferences(500, random_state=0)``, cloned and
+        fitted on the training inputs.
+    beta : float, default=√(machine ε) ≈ 1.49e-8
+        Regularisation β of eq. (2.16), as in the thesis.
+
+    Attributes
+    ----------
+    coef_ : ndarray of shape (n_references_, n_outputs)
+        Weight matrix W of eq. (2.18).
+    references_ : ndarray of shape (n_references_, n_features_in_)
+    reference_indices_ : ndarray of shape (n_references_,)
+        Rows of the training inputs used as references.
+    n_references_ : int
+    n_features_in_ : int
+
+    See Also
+    --------
+    MLM : regression between distance spaces with multilateration.
+    sklearn.kernel_ridge.KernelRidge : the kernel method EMLM specialises.
+
+    References
+    ----------
+    .. [1] T. Kärkkäinen, "Extreme minimal learning machine: Ridge regression with
+       distance-based basis", Neurocomputing 342 (2019) 33–48.
+    .. [2] A. Pihlajamäki, doctoral thesis (2022), section 2.3, eq. (2.16)–(2.18).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from mlmlearn import EMLM
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.uniform(-3, 3, size=(200, 1))
+    >>> y = np.sin(X[:, 0])
+    >>> model = EMLM(references=40).fit(X, y)
+    >>> float(np.round(model.score(X, y), 3))
+    1.0
+    """
+
+    _parameter_constraints = {
+        "references": REFERENCES_CONSTRAINT,
+        "beta": [Interval(Real, 0, None, closed="left")],
+    }
+
+    def __init__(self, references="all", *, beta=float(np.sqrt(np.finfo(np.float64).eps))):
+        self.references = references
+        self.beta = beta
+
+    def _fit(self, D, Y, indices):
+        self.coef_ = solve_distance_regression(D, Y, self.beta)
+        self.n_outputs_ = Y.shape[1]
+
+    def _predict(self, D):
+        return D @ self.coef_

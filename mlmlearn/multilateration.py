@@ -1,0 +1,193 @@
+"""Output-space solvers of the MLM: find the point whose distances to the output
+references best match the predicted ones (thesis eq. 2.21–2.23).
+
+All solvers work on every sample at once; none loops over samples in Python.
+
+- :func:`cubic_multilateration` — scalar outputs: the exact minimiser of (2.22)
+  from the closed-form roots of its cubic stationarity condition (2.23).
+- :func:`linear_multilateration` — any output dimension: the linear
+  least-squares solution obtained by subtracting the mean of the equations
+  ``|y - t_k|² = δ_k²`` (one shared pseudo-inverse for all samples).
+- :func:`nonlinear_multilateration` — any output dimension: the nonlinear
+  least-squares minimiser of ``Σ_k (|y - t_k|² - δ_k²)²`` by batched
+  Levenberg–Marquardt started from the linear solution. Its residuals,
+  gradient and Gauss–Newton matrix are evaluated from per-sample moments, so
+  an iteration costs O(p³) per sample, independent of the number of references.
+"""
+
+import numpy as np
+
+__all__ = ["cubic_multilateration", "linear_multilateration", "nonlinear_multilateration"]
+
+
+def cubic_multilateration(delta, t):
+    """Minimise ``J(y) = Σ_k ((y - t_k)² - δ_k²)²`` (eq. 2.22) for every sample.
+
+    Setting ``J'(y) = 0`` gives the cubic of Mesquita et al. (eq. 2.23),
+    ``K y³ - 3 Σt_k y² + Σ(3t_k² - δ_k²) y + Σ(δ_k² t_k - t_k³) = 0``.
+    (The constant term printed in the thesis and paper II, ``Σ(δ_k² - t_k³)``,
+    drops a factor ``t_k``; this is the derivative of (2.22).) It is solved in
+    closed form after centring ``y = x + t̄``, which removes the quadratic
+    term, ``x³ + p x + q = 0``: one real root by Cardano's formula in its
+    cancellation-free form, three by the trigonometric formula; each root is
+    polished by a Newton step, and the real root with the lowest ``J`` is kept,
+    ``J(x) - J(0) = K (x⁴ + 2p x² + 4q x)``.
+
+    Parameters
+    ----------
+    delta : ndarray of shape (n_samples, K)
+        Predicted output-space distances ``d_inᵀB`` (eq. 2.21).
+    t : ndarray of shape (K,)
+        Output references.
+
+    Returns
+    -------
+    y : ndarray of shape (n_samples,)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> t = np.array([0.0, 1.0, 3.0])
+    >>> cubic_multilateration(np.abs(2.0 - t)[None, :], t)
+    array([2.])
+    """
+    t = np.asarray(t, dtype=np.float64)
+    k = t.size
+    mean = t.mean()
+    s = t - mean
+    d2 = np.square(delta)
+    p = (3.0 * (s @ s) - d2.sum(axis=1)) / k
+    q = (d2 @ s - np.square(s) @ s) / k
+    roots = _depressed_cubic_real_roots(p, q)
+    cost = np.where(np.isnan(roots), np.inf, roots**4 + 2.0 * p[:, None] * roots**2
+                    + 4.0 * q[:, None] * roots)
+    best = roots[np.arange(roots.shape[0]), np.argmin(cost, axis=1)]
+    return best + mean
+
+
+def _depressed_cubic_real_roots(p, q):
+    """Real roots of ``x³ + p x + q = 0`` per sample; NaN where fewer than three."""
+    n = p.shape[0]
+    roots = np.full((n, 3), np.nan)
+    half_q = 0.5 * q
+    third_p = p / 3.0
+    disc = half_q**2 + third_p**3
+    three = disc < 0.0  # implies p < 0
+    one = ~three
+    # one real root: u³ = -q/2 - sign(q)·√disc has no cancellation, v = -p/(3u)
+    sq = np.sqrt(disc[one])
+    u = np.cbrt(-half_q[one] - np.copysign(sq, half_q[one]))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        roots[one, 0] = np.where(u != 0.0, u - third_p[one] / u, 0.0)
+    # three real roots: x = 2r cos(θ - 2πj/3), r = √(-p/3), cos 3θ = -q / (2r³)
+    r = np.sqrt(-third_p[three])
+    theta = np.arccos(np.clip(-half_q[three] / r**3, -1.0, 1.0)) / 3.0
+    shifts = np.array([0.0, 2.0, 4.0]) * np.pi / 3.0
+    roots[three] = 2.0 * r[:, None] * np.cos(theta[:, None] - shifts[None, :])
+    # one Newton step polishes rounding in either formula
+    f = roots**3 + p[:, None] * roots + q[:, None]
+    fp = 3.0 * roots**2 + p[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        polished = roots - f / fp
+    f_new = polished**3 + p[:, None] * polished + q[:, None]
+    better = np.isfinite(polished) & (np.abs(f_new) < np.abs(f))
+    return np.where(better, polished, roots)
+
+
+def _centred(T):
+    T = np.asarray(T, dtype=np.float64)
+    centre = T.mean(axis=0)
+    return T - centre, centre
+
+
+def linear_multilateration(delta, T):
+    """Linear least-squares multilateration for outputs of any dimension.
+
+    Subtracting the mean over ``k`` of ``|y|² - 2 y·s_k + |s_k|² = δ_k²`` (with
+    ``s_k = t_k - t̄``) removes ``|y|²`` and leaves ``-2 S y = δ² - |s|²`` up to
+    a constant that the centred ``S`` annihilates, solved with the
+    pseudo-inverse of ``S`` shared by all samples.
+
+    Parameters
+    ----------
+    delta : ndarray of shape (n_samples, K)
+        Predicted output-space distances.
+    T : ndarray of shape (K, n_outputs)
+        Output references.
+
+    Returns
+    -------
+    Y : ndarray of shape (n_samples, n_outputs)
+    """
+    S, centre = _centred(T)
+    rhs = np.square(delta) - np.einsum("ij,ij->i", S, S)[None, :]
+    return rhs @ np.linalg.pinv(-2.0 * S).T + centre
+
+
+def nonlinear_multilateration(delta, T, *, max_iter=20, tol=1e-10, y0=None):
+    """Nonlinear least-squares multilateration, batched Levenberg–Marquardt.
+
+    Minimises ``J(y) = Σ_k r_k²`` with ``r_k = |y - t_k|² - δ_k²`` — the
+    multilateration objective (2.22) for vector outputs, and the residual that
+    per-sample solvers such as scikit-mlm's pass to
+    ``scipy.optimize.least_squares`` — for all samples together. With
+    ``c_k = |s_k|² - δ_k²`` in centred coordinates (``Σ s_k = 0``) and
+    ``a = |y|²``, the per-sample moments ``Σc``, ``Σc²``, ``Σ c_k s_k`` and the
+    shared ``M = SᵀS`` give ``J = K a² + 2a Σc + Σc² - 4 y·Σc s + 4 yᵀM y``,
+    ``Jacᵀr = 2 (y (K a + Σc) + 2 M y - Σc s)`` and
+    ``JacᵀJac = 4 (K y yᵀ + M)``.
+
+    Parameters
+    ----------
+    delta : ndarray of shape (n_samples, K)
+        Predicted output-space distances.
+    T : ndarray of shape (K, n_outputs)
+        Output references.
+    max_iter : int, default=20
+        Levenberg–Marquardt iterations at most.
+    tol : float, default=1e-10
+        A sample stops when its step is below ``tol·(1 + |y|)``.
+    y0 : ndarray of shape (n_samples, n_outputs), default=None
+        Starting points; the linear least-squares solution by default.
+
+    Returns
+    -------
+    Y : ndarray of shape (n_samples, n_outputs)
+    """
+    S, centre = _centred(T)
+    k, dim = S.shape
+    y = (linear_multilateration(delta, T) if y0 is None else np.array(y0, dtype=np.float64)) - centre
+    c = np.einsum("ij,ij->i", S, S)[None, :] - np.square(delta)
+    c1, c2, cs = c.sum(axis=1), np.einsum("ij,ij->i", c, c), c @ S
+    M = S.T @ S
+    eye = np.eye(dim)
+
+    J = _cost(y, k, c1, c2, cs, M)
+    lam = np.full(y.shape[0], 1e-3 * (4.0 * np.trace(M) / dim + 1e-300))
+    active = np.ones(y.shape[0], dtype=bool)
+    for _ in range(max_iter):
+        idx = np.flatnonzero(active)
+        if idx.size == 0:
+            break
+        ya = y[idx]
+        a = np.einsum("ij,ij->i", ya, ya)
+        grad = 2.0 * (ya * (k * a + c1[idx])[:, None] + 2.0 * ya @ M - cs[idx])
+        H = 4.0 * (k * ya[:, :, None] * ya[:, None, :] + M[None])
+        H += lam[idx, None, None] * eye[None]
+        step = -np.linalg.solve(H, grad[:, :, None])[:, :, 0]
+        trial = ya + step
+        J_trial = _cost(trial, k, c1[idx], c2[idx], cs[idx], M)
+        ok = J_trial <= J[idx]
+        y[idx[ok]] = trial[ok]
+        J[idx[ok]] = J_trial[ok]
+        lam[idx] = np.where(ok, lam[idx] / 3.0, lam[idx] * 4.0)
+        small = np.linalg.norm(step, axis=1) <= tol * (1.0 + np.linalg.norm(ya, axis=1))
+        active[idx[small]] = False
+    return y + centre
+
+
+def _cost(y, k, c1, c2, cs, M):
+    """``J`` of :func:`nonlinear_multilateration` from the moments, one value per row of ``y``."""
+    a = np.einsum("ij,ij->i", y, y)
+    return (k * a * a + 2.0 * a * c1 + c2 - 4.0 * np.einsum("ij,ij->i", y, cs)
+            + 4.0 * np.einsum("ij,jk,ik->i", y, M, y))
