@@ -79,6 +79,7 @@ def euclidean_distances(X, Y, *, X_norm_squared=None, Y_norm_squared=None, out=N
         out = np.empty((n, m), dtype=np.float64)
     if Y_norm_squared is None:
         Y_norm_squared = np.einsum("ij,ij->i", Y, Y)
+    y_max = Y_norm_squared.max() if m else 0.0
     # per row: the output row plus one temporary row of the same size
     for rows in row_chunks(n, 16 * max(m, 1)):
         Xc = X[rows]
@@ -91,10 +92,14 @@ def euclidean_distances(X, Y, *, X_norm_squared=None, Y_norm_squared=None, out=N
         d2 *= -2.0
         d2 += xx[:, None]
         d2 += Y_norm_squared[None, :]
-        scale = xx[:, None] + Y_norm_squared[None, :]
-        ii, kk = np.nonzero(d2 <= _RECOMPUTE_RTOL * scale)
-        if ii.size:
-            d2[ii, kk] = _exact_squared(Xc, Y, ii, kk)
+        # rows whose smallest d² clears the loosest threshold need no recheck
+        loose = _RECOMPUTE_RTOL * (xx + y_max)
+        rows_near = np.flatnonzero(d2.min(axis=1) <= loose) if m else []
+        if len(rows_near):
+            sub = d2[rows_near]
+            scale = xx[rows_near, None] + Y_norm_squared[None, :]
+            ii, kk = np.nonzero(sub <= _RECOMPUTE_RTOL * scale)
+            d2[rows_near[ii], kk] = _exact_squared(Xc, Y, rows_near[ii], kk)
         np.maximum(d2, 0.0, out=d2)
         np.sqrt(d2, out=d2)
     return out

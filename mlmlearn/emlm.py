@@ -11,6 +11,9 @@ from .references import REFERENCES_CONSTRAINT
 
 __all__ = ["EMLM"]
 
+#: The thesis' regularisation: the square root of machine epsilon.
+SQRT_EPS = float(np.sqrt(np.finfo(np.float64).eps))
+
 
 class EMLM(DistanceRegressor):
     """Extreme Minimal Learning Machine: ridge regression on distances to references.
@@ -76,7 +79,7 @@ class EMLM(DistanceRegressor):
         "beta": [Interval(Real, 0, None, closed="left")],
     }
 
-    def __init__(self, references="all", *, beta=float(np.sqrt(np.finfo(np.float64).eps))):
+    def __init__(self, references="all", *, beta=SQRT_EPS):
         self.references = references
         self.beta = beta
 

@@ -55,9 +55,10 @@ def cubic_multilateration(delta, t):
     k = t.size
     mean = t.mean()
     s = t - mean
-    d2 = np.square(delta)
-    p = (3.0 * (s @ s) - d2.sum(axis=1)) / k
-    q = (d2 @ s - np.square(s) @ s) / k
+    # Σδ² and Σδ²s in one pass over the N×K predictions
+    sums = np.square(delta) @ np.column_stack([np.ones(k), s])
+    p = (3.0 * (s @ s) - sums[:, 0]) / k
+    q = (sums[:, 1] - np.square(s) @ s) / k
     roots = _depressed_cubic_real_roots(p, q)
     cost = np.where(np.isnan(roots), np.inf, roots**4 + 2.0 * p[:, None] * roots**2
                     + 4.0 * q[:, None] * roots)
@@ -156,7 +157,8 @@ def nonlinear_multilateration(delta, T, *, max_iter=20, tol=1e-10, y0=None):
     """
     S, centre = _centred(T)
     k, dim = S.shape
-    y = (linear_multilateration(delta, T) if y0 is None else np.array(y0, dtype=np.float64)) - centre
+    y = linear_multilateration(delta, T) if y0 is None else np.array(y0, dtype=np.float64)
+    y = y - centre
     c = np.einsum("ij,ij->i", S, S)[None, :] - np.square(delta)
     c1, c2, cs = c.sum(axis=1), np.einsum("ij,ij->i", c, c), c @ S
     M = S.T @ S
