@@ -108,9 +108,7 @@ def euclidean_distances(X, Y, *, X_norm_squared=None, Y_norm_squared=None, out=N
 def _exact_squared(X, Y, ii, kk):
     """Squared distances of the pairs ``(X[ii], Y[kk])`` from their differences."""
     result = np.empty(ii.size)
-    step = max(1, int(get_config()["working_memory"] * 2**20 // (16 * max(X.shape[1], 1))))
-    for start in range(0, ii.size, step):
-        sl = slice(start, start + step)
+    for sl in row_chunks(ii.size, 16 * max(X.shape[1], 1)):
         diff = X[ii[sl]] - Y[kk[sl]]
         result[sl] = np.einsum("ij,ij->i", diff, diff)
     return result

@@ -181,11 +181,7 @@ def huber_regression(X, Y, *, epsilon=1.35, alpha=1e-4, fit_intercept=True, max_
                          assume_a="pos", check_finite=False)
     sigma = optimal_scale(Y - A @ theta, epsilon)
     sigma_ref = float(np.median(sigma))
-    # the preconditioner as an explicit SPD matrix: one GEMM per CG step (two
-    # triangular solves per step were 10x slower with threaded BLAS at small sizes)
-    problem.gram_reg = G + np.diag(alpha * sigma_ref * pen + 1e-10 * np.trace(G) / P)
-    pre = linalg.cho_solve(linalg.cho_factor(problem.gram_reg, check_finite=False),
-                           np.eye(P), check_finite=False)
+    problem.set_metric(G + np.diag(alpha * sigma_ref * pen + 1e-10 * np.trace(G) / P))
 
     active = np.arange(Y.shape[1])
     damping = np.full(Y.shape[1], 1e-2)
@@ -200,7 +196,7 @@ def huber_regression(X, Y, *, epsilon=1.35, alpha=1e-4, fit_intercept=True, max_
         n_iter += 1
         th, sg, Ya = theta[:, active], sigma[active], Y[:, active]
         mu = damping[active]
-        dth = problem.newton_direction(state, sg, pre, mu)
+        dth = problem.newton_direction(state, sg, mu)
         new_th, moved, full = problem.line_search(th, sg, Ya, dth, state)
         damping[active] = np.clip(np.where(full, mu / 4.0, mu * 4.0), 1e-8, 1e8)
         theta[:, active] = new_th
@@ -286,6 +282,14 @@ class _HuberProblem:
         self.A, self.eps, self.alpha, self.pen = A, epsilon, alpha, pen
         self.n = A.shape[0]
 
+    def set_metric(self, gram_reg):
+        """``AᵀA + ασ̄E``: the all-inlier Hessian (up to 2/σ) and, inverted once as an
+        explicit matrix, the preconditioner — one GEMM per CG step (two triangular
+        solves per step were 10x slower with threaded BLAS at small sizes)."""
+        self.gram_reg = gram_reg
+        self.pre = linalg.cho_solve(linalg.cho_factor(gram_reg, check_finite=False),
+                                    np.eye(gram_reg.shape[0]), check_finite=False)
+
     def loss(self, theta, sigma, Y):
         R = Y - self.A @ theta
         return self._loss_from(R, theta, sigma)[0]
@@ -309,7 +313,7 @@ class _HuberProblem:
         g_sigma = self.n - n_out * self.eps**2 - sq / sigma**2
         return _State(inlier, loss, g_theta, g_sigma)
 
-    def newton_direction(self, state, sigma, pre, mu, rtol=1e-2, max_cg=20):
+    def newton_direction(self, state, sigma, mu, rtol=1e-2, max_cg=20):
         """Batched PCG on ``(H_θθ + μ M) dθ = -g_θ`` at fixed σ, per column to ``rtol·|g|``.
 
         ``M = (2/σ_k)(AᵀA + ασ̄E)`` is the Hessian with every sample an inlier,
@@ -319,7 +323,7 @@ class _HuberProblem:
         """
 
         def precondition(r):
-            return (0.5 * sigma) * (pre @ r)
+            return (0.5 * sigma) * (self.pre @ r)
 
         r = -state.g_theta
         x = np.zeros_like(r)
