@@ -1,0 +1,99 @@
+"""What the dscribe-backed transformers share: species, validation, n_jobs, caching."""
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted, check_memory
+
+__all__ = ["DescriptorTransformer"]
+
+
+class DescriptorTransformer(TransformerMixin, BaseEstimator):
+    """Base of :class:`SOAP` and :class:`MBTR`.
+
+    Subclasses define ``_dscribe_kwargs(species)`` (the dscribe constructor
+    arguments, built fresh from the parameters so dscribe can never mutate
+    them) and ``_feature_prefix``.
+    """
+
+    _feature_prefix = "descriptor"
+
+    def fit(self, X, y=None):
+        """Fix the species (given, or those present in ``X``) and build the descriptor.
+
+        Parameters
+        ----------
+        X : AtomicEnvironments or sequence of ase.Atoms
+        y : ignored
+
+        Returns
+        -------
+        self
+        """
+        structures = self._structures(X)
+        if self.species is None:
+            present = np.unique(np.concatenate([a.numbers for a in structures]))
+        else:
+            from ase.data import atomic_numbers
+
+            species = (self.species,) if isinstance(self.species, str) else self.species
+            try:
+                present = np.unique(
+                    [atomic_numbers[s] if isinstance(s, str) else int(s) for s in species]
+                )
+            except KeyError as exc:
+                raise ValueError(
+                    f"species={self.species!r}: {exc.args[0]!r} is not an element"
+                ) from None
+        from ase.data import chemical_symbols
+
+        self.species_ = [chemical_symbols[z] for z in present]
+        self.descriptor_ = self._make_descriptor(self.species_)
+        self.n_features_out_ = int(self.descriptor_.get_number_of_features())
+        return self
+
+    def _make_descriptor(self, species):
+        return self._dscribe_class()(**self._dscribe_kwargs(species))
+
+    def get_feature_names_out(self, input_features=None):
+        """``<prefix>0 … <prefix>{n-1}``."""
+        check_is_fitted(self, "descriptor_")
+        return np.array(
+            [f"{self._feature_prefix}{i}" for i in range(self.n_features_out_)], dtype=object
+        )
+
+    def _check_species(self, structures, which):
+        """Raise naming the first structure in ``which`` with an element not in ``species_``."""
+        from ase.data import atomic_numbers
+
+        known = [atomic_numbers[s] for s in self.species_]
+        for s in which:
+            unknown = np.setdiff1d(structures[s].numbers, known)
+            if unknown.size:
+                from ase.data import chemical_symbols
+
+                raise ValueError(
+                    f"structure {s} contains {chemical_symbols[unknown[0]]}, which is not in "
+                    f"the species fixed at fit ({self.species_}); refit or pass species="
+                )
+
+    def _n_jobs(self):
+        from joblib import effective_n_jobs
+
+        return int(effective_n_jobs(self.n_jobs))
+
+    def _memory(self):
+        return check_memory(self.memory)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.requires_fit = True
+        tags.transformer_tags.preserves_dtype = []
+        return tags
+
+
+def stack_rows(result, n_systems, n_features):
+    """dscribe's output for ``n_systems`` systems as one (n_rows, n_features) array."""
+    if n_systems == 1:
+        return np.asarray(result).reshape(-1, n_features)
+    return np.concatenate([np.asarray(r).reshape(-1, n_features) for r in result])

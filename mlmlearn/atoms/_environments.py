@@ -1,0 +1,322 @@
+"""Atom-centred samples over a shared set of structures: the ``X`` of local models."""
+
+import numbers
+from collections import namedtuple
+
+import numpy as np
+
+__all__ = ["AtomicEnvironments", "MissingForcesError", "Neighbourhood"]
+
+#: Neighbours of one centre, nearest first: structure-local ``indices``, atomic
+#: ``numbers`` and ``vectors`` from the centre to each neighbour (Å).
+Neighbourhood = namedtuple("Neighbourhood", ["indices", "numbers", "vectors"])
+
+
+class MissingForcesError(ValueError):
+    """A structure has no reference forces where forces are needed."""
+
+
+class _Store:
+    """The structures and their concatenated per-atom arrays, shared by all subsets."""
+
+    def __init__(self, structures, groups):
+        self.structures = structures
+        counts = np.array([len(a) for a in structures], dtype=np.int64)
+        self.offsets = np.concatenate([[0], np.cumsum(counts)])
+        self.structure_of = np.repeat(np.arange(len(structures)), counts)
+        self.atom_of = np.arange(self.offsets[-1]) - self.offsets[self.structure_of]
+        self.numbers = (
+            np.concatenate([a.numbers for a in structures]) if structures else np.empty(0, int)
+        )
+        self.groups = groups
+        self._types = None
+        self._forces = None
+        self._fingerprint = None
+
+    def positions(self, flat):
+        out = np.empty((len(flat), 3))
+        structure = self.structure_of[flat]
+        for s in np.unique(structure):
+            rows = np.flatnonzero(structure == s)
+            out[rows] = self.structures[s].positions[self.atom_of[flat[rows]]]
+        return out
+
+    def types(self):
+        if self._types is None:
+            from ._atom_types import gold_thiolate_types
+
+            self._types = np.concatenate([gold_thiolate_types(a) for a in self.structures])
+        return self._types
+
+    def forces(self, flat):
+        if self._forces is None:
+            self._forces = [_reference_forces(a) for a in self.structures]
+        structure = self.structure_of[flat]
+        out = np.empty((len(flat), 3))
+        for s in np.unique(structure):
+            forces = self._forces[s]
+            if forces is None:
+                raise MissingForcesError(
+                    f"structure {s} ({self.structures[s].get_chemical_formula()}) has no "
+                    "reference forces: attach a calculator result or an arrays['forces'] column"
+                )
+            rows = np.flatnonzero(structure == s)
+            out[rows] = forces[self.atom_of[flat[rows]]]
+        return out
+
+    def fingerprint(self):
+        """A hash of every structure's numbers, positions, cell and pbc."""
+        if self._fingerprint is None:
+            import joblib
+
+            self._fingerprint = joblib.hash(
+                [(a.numbers, a.positions, np.asarray(a.cell), a.pbc) for a in self.structures]
+            )
+        return self._fingerprint
+
+
+def _reference_forces(atoms):
+    calc = atoms.calc
+    if calc is not None and "forces" in getattr(calc, "results", {}):
+        return np.asarray(calc.results["forces"], dtype=float)
+    if "forces" in atoms.arrays:
+        return np.asarray(atoms.arrays["forces"], dtype=float)
+    return None
+
+
+class AtomicEnvironments:
+    """Atom-centred samples — "atom *i* of structure *s*" — for local models.
+
+    The structures are shared, not copied, by every subset, so indexing is
+    cheap. An instance works as ``X`` for scikit-learn's splitters,
+    :func:`~sklearn.model_selection.cross_validate`, :class:`~sklearn.pipeline.Pipeline`
+    and :class:`~sklearn.model_selection.GridSearchCV`: it has a length, a
+    ``shape`` of ``(n_environments,)`` and integer/boolean indexing.
+
+    Parameters
+    ----------
+    structures : ase.Atoms or sequence of ase.Atoms
+        The structures (positions in Å). Reference forces (eV/Å) are taken
+        from a calculator's results (e.g. an extxyz file read by ASE) or an
+        ``arrays["forces"]`` column.
+    species : str or sequence of str, default=None
+        Keep only centres of these elements (e.g. ``"H"`` or ``["C", "H"]``).
+    atom_types : str or sequence of str, default=None
+        Keep only centres of these gold-thiolate types (see
+        :func:`~mlmlearn.atoms.gold_thiolate_types`), e.g. ``"Au_core"``.
+    groups : array-like of shape (n_structures,), default=None
+        A label per structure (e.g. the MD run it comes from), for
+        :class:`~sklearn.model_selection.GroupKFold`. Defaults to the structure
+        index.
+
+    Attributes
+    ----------
+    structures : tuple of ase.Atoms
+    structure_index, atom_index : ndarray of shape (n_environments,)
+        Which structure, and which atom of it, each environment is centred on.
+
+    Examples
+    --------
+    >>> from ase.build import molecule
+    >>> env = AtomicEnvironments([molecule("CH4"), molecule("C2H6")], species="H")
+    >>> len(env), env.shape
+    (10, (10,))
+    >>> env.structure_index
+    array([0, 0, 0, 0, 1, 1, 1, 1, 1, 1])
+    >>> env[[0, 4]].symbols
+    array(['H', 'H'], dtype='<U2')
+    >>> env.groups[:5]
+    array([0, 0, 0, 0, 1])
+    """
+
+    def __init__(self, structures, *, species=None, atom_types=None, groups=None):
+        from ase import Atoms
+
+        if isinstance(structures, Atoms):
+            structures = [structures]
+        structures = tuple(structures)
+        for s, atoms in enumerate(structures):
+            if not isinstance(atoms, Atoms):
+                raise TypeError(f"structures[{s}] is {type(atoms).__name__}, not ase.Atoms")
+        if groups is None:
+            groups = np.arange(len(structures))
+        else:
+            groups = np.asarray(groups)
+            if groups.shape != (len(structures),):
+                raise ValueError(
+                    f"groups has shape {groups.shape}; expected one label per structure "
+                    f"({len(structures)},)"
+                )
+        store = _Store(structures, groups)
+        self._init(store, np.arange(store.offsets[-1]), root=None)
+        selected = self.select(species=species, atom_types=atom_types)
+        self._init(store, selected._flat, root=None)
+
+    @classmethod
+    def read(cls, filename, index=":", *, species=None, atom_types=None, groups=None, **kwargs):
+        """Read structures with ASE (e.g. an extxyz trajectory with energies and forces).
+
+        ``index`` and ``kwargs`` go to :func:`ase.io.read`.
+        """
+        from ase.io import read
+
+        structures = read(filename, index=index, **kwargs)
+        return cls(structures, species=species, atom_types=atom_types, groups=groups)
+
+    def _init(self, store, flat, root):
+        self._store = store
+        self._flat = np.asarray(flat, dtype=np.int64)
+        if root is None:  # a new caching root: descriptors are cached for these rows
+            self._root_flat, self._root_rows = self._flat, np.arange(len(self._flat))
+        else:
+            self._root_flat, self._root_rows = root
+
+    def _subset(self, rows, new_root=False):
+        new = object.__new__(type(self))
+        root = None if new_root else (self._root_flat, self._root_rows[rows])
+        new._init(self._store, self._flat[rows], root)
+        return new
+
+    # -- sequence protocol used by scikit-learn ---------------------------------
+
+    def __len__(self):
+        return len(self._flat)
+
+    @property
+    def shape(self):
+        """``(n_environments,)``, so that scikit-learn counts samples."""
+        return (len(self._flat),)
+
+    def __getitem__(self, key):
+        if isinstance(key, tuple) and len(key) == 2 and key[1] is Ellipsis:
+            key = key[0]  # scikit-learn's _safe_indexing passes (rows, ...)
+        if isinstance(key, numbers.Integral):
+            key = [key]
+        rows = np.arange(len(self._flat))[key]
+        return self._subset(rows)
+
+    def __repr__(self):
+        symbols, counts = np.unique(self.symbols, return_counts=True)
+        content = ", ".join(f"{s}: {c}" for s, c in zip(symbols, counts, strict=True))
+        return (
+            f"AtomicEnvironments({len(self)} environments in "
+            f"{len(np.unique(self.structure_index))} structures; {content})"
+        )
+
+    # -- what each environment is ---------------------------------------------
+
+    @property
+    def structures(self):
+        return self._store.structures
+
+    @property
+    def structure_index(self):
+        return self._store.structure_of[self._flat]
+
+    @property
+    def atom_index(self):
+        return self._store.atom_of[self._flat]
+
+    @property
+    def numbers(self):
+        """Atomic number of each centre."""
+        return self._store.numbers[self._flat]
+
+    @property
+    def symbols(self):
+        """Element symbol of each centre."""
+        from ase.data import chemical_symbols
+
+        return np.array(chemical_symbols, dtype="<U2")[self.numbers]
+
+    @property
+    def atom_types(self):
+        """Gold-thiolate type of each centre (``"Au_core"``, ``"Au_unit"``, …, ``"H"``)."""
+        return self._store.types()[self._flat]
+
+    @property
+    def positions(self):
+        """Cartesian position of each centre (Å), shape (n_environments, 3)."""
+        return self._store.positions(self._flat)
+
+    @property
+    def forces(self):
+        """Reference force on each centre (eV/Å), shape (n_environments, 3).
+
+        Raises :class:`MissingForcesError` naming the first structure without forces.
+        """
+        return self._store.forces(self._flat)
+
+    y = forces
+
+    @property
+    def groups(self):
+        """The group label of each environment's structure (for ``GroupKFold``)."""
+        return self._store.groups[self.structure_index]
+
+    # -- selection and geometry -----------------------------------------------
+
+    def select(self, *, species=None, atom_types=None):
+        """The environments whose centre is one of ``species`` and/or ``atom_types``.
+
+        The result is a new caching root for descriptor transformers with
+        ``memory=``: its descriptors are computed (and cached) for its own rows only.
+        """
+        keep = np.ones(len(self), dtype=bool)
+        if species is not None:
+            wanted = _as_tuple(species)
+            symbols = self.symbols
+            from ase.data import chemical_symbols
+
+            unknown = [s for s in wanted if s not in chemical_symbols[1:]]
+            if unknown:
+                raise ValueError(f"species={species!r}: {unknown[0]!r} is not an element")
+            keep &= np.isin(symbols, wanted)
+        if atom_types is not None:
+            from ._atom_types import GOLD_THIOLATE_TYPES
+
+            wanted = _as_tuple(atom_types)
+            unknown = [t for t in wanted if t not in GOLD_THIOLATE_TYPES]
+            if unknown:
+                raise ValueError(
+                    f"atom_types={atom_types!r}: {unknown[0]!r} is not one of {GOLD_THIOLATE_TYPES}"
+                )
+            keep &= np.isin(self.atom_types, wanted)
+        return self._subset(np.flatnonzero(keep), new_root=True)
+
+    def neighbours(self, cutoff):
+        """Neighbours of every centre within ``cutoff`` Å, nearest first.
+
+        Returns
+        -------
+        neighbourhoods : list of Neighbourhood
+            One ``(indices, numbers, vectors)`` per environment; ``vectors``
+            point from the centre to each neighbour (Å, minimum image for
+            periodic cells).
+        """
+        from ase.neighborlist import neighbor_list
+
+        if not (np.isfinite(cutoff) and cutoff > 0):
+            raise ValueError(f"cutoff={cutoff!r} must be a positive number of Å")
+        out = [None] * len(self)
+        structure, atom = self.structure_index, self.atom_index
+        for s in np.unique(structure):
+            atoms = self.structures[s]
+            i, j, vectors = neighbor_list("ijD", atoms, float(cutoff))
+            order = np.lexsort((np.linalg.norm(vectors, axis=1), i))
+            i, j, vectors = i[order], j[order], vectors[order]
+            start = np.searchsorted(i, np.arange(len(atoms) + 1))
+            for row in np.flatnonzero(structure == s):
+                a, b = start[atom[row]], start[atom[row] + 1]
+                out[row] = Neighbourhood(j[a:b], atoms.numbers[j[a:b]], vectors[a:b])
+        return out
+
+    def _cache_payload(self):
+        """What a cached descriptor of this root depends on (structures and centres)."""
+        flat = self._root_flat
+        structure = self._store.structure_of[flat]
+        return self._store.fingerprint(), structure, self._store.atom_of[flat]
+
+
+def _as_tuple(value):
+    return (value,) if isinstance(value, str) else tuple(value)

@@ -1,0 +1,208 @@
+"""Many-body tensor representation of whole structures (thesis eqs. 2.6–2.8, paper II)."""
+
+import warnings
+
+import numpy as np
+from sklearn.utils.validation import check_is_fitted
+
+from ._descriptor import DescriptorTransformer, stack_rows
+
+__all__ = ["MBTR"]
+
+# dscribe's System.from_atoms passes momenta to ase.Atoms, which ase >= 3.27
+# rejects ("Use only one of momenta and velocities").
+_ASE_BREAKS_MBTR = (3, 27)
+
+
+class MBTR(DescriptorTransformer):
+    """Many-body tensor representation, one row per structure.
+
+    The default is the k = 2 inverse-distance form with exponential weighting
+    used in paper II, with its second parameter set
+    ``{min, max, n, σ, d, cutoff} = {0, 1.2, 100, 0.045, 0.8, 1e-5}``
+    (thesis section 3.2): for every element pair the inverse distances
+    1/|r_i − r_j| are Gaussian-broadened (eq. 2.8), weighted by
+    exp(−d |r_i − r_j|) (eq. 2.7) and sampled on a grid (eq. 2.6).
+
+    A clonable wrapper around :class:`dscribe.descriptors.MBTR`; every
+    parameter is swept like any scikit-learn parameter.
+
+    Parameters
+    ----------
+    species : sequence of str, default=None
+        Elements the descriptor knows; ``None`` takes those present at :meth:`fit`.
+    geometry : str, default="inverse_distance"
+        dscribe geometry function ("atomic_number" for k = 1, "distance" or
+        "inverse_distance" for k = 2, "angle" or "cosine" for k = 3).
+    grid_min, grid_max : float, default=0.0, 1.2
+        Range of the sweeping variable x ("min", "max"; 1/Å for inverse distance).
+    n_grid : int, default=100
+        Number of grid points n_x.
+    sigma : float, default=0.045
+        Gaussian broadening σ.
+    weighting : {"exp", "inverse_square", "unity"}, default="exp"
+        Weighting function.
+    scale : float, default=0.8
+        d (α) of the exponential weighting, in 1/Å.
+    threshold : float, default=1e-5
+        "cutoff": weights below it are left out of the sum.
+    normalize_gaussians : bool, default=True
+    normalization : {"none", "l2", "n_atoms", "valle_oganov"}, default="none"
+    periodic : bool, default=False
+    dtype : {"float64", "float32"}, default="float64"
+    n_jobs : int, default=None
+        Parallel jobs over structures (joblib's meaning).
+    memory : str or joblib.Memory, default=None
+        Cache each structure's MBTR on disk, so folds and search candidates
+        with the same MBTR parameters compute it once.
+
+    Attributes
+    ----------
+    species_ : list of str
+    descriptor_ : dscribe.descriptors.MBTR
+    n_features_out_ : int
+
+    Examples
+    --------
+    >>> from ase.build import molecule
+    >>> mbtr = MBTR(n_grid=50).fit([molecule("CH4"), molecule("C2H6")])
+    >>> mbtr.species_, mbtr.transform([molecule("C2H6")]).shape
+    (['H', 'C'], (1, 150))
+    """
+
+    _feature_prefix = "mbtr"
+
+    def __init__(
+        self,
+        *,
+        species=None,
+        geometry="inverse_distance",
+        grid_min=0.0,
+        grid_max=1.2,
+        n_grid=100,
+        sigma=0.045,
+        weighting="exp",
+        scale=0.8,
+        threshold=1e-5,
+        normalize_gaussians=True,
+        normalization="none",
+        periodic=False,
+        dtype="float64",
+        n_jobs=None,
+        memory=None,
+    ):
+        self.species = species
+        self.geometry = geometry
+        self.grid_min = grid_min
+        self.grid_max = grid_max
+        self.n_grid = n_grid
+        self.sigma = sigma
+        self.weighting = weighting
+        self.scale = scale
+        self.threshold = threshold
+        self.normalize_gaussians = normalize_gaussians
+        self.normalization = normalization
+        self.periodic = periodic
+        self.dtype = dtype
+        self.n_jobs = n_jobs
+        self.memory = memory
+
+    @staticmethod
+    def _dscribe_class():
+        import ase
+
+        version = tuple(int(p) for p in ase.__version__.split(".")[:2])
+        if version >= _ASE_BREAKS_MBTR:
+            raise ImportError(
+                f"dscribe's MBTR fails with ase {ase.__version__} (ase >= 3.27 rejects the "
+                "momenta dscribe passes); install 'ase<3.27' (pip install mlmlearn[atoms] pins it)"
+            )
+        from dscribe.descriptors import MBTR as DscribeMBTR
+
+        return DscribeMBTR
+
+    def _dscribe_kwargs(self, species):
+        if self.weighting in (None, "unity"):
+            weighting = {"function": "unity"}
+        else:
+            weighting = {
+                "function": self.weighting,
+                "scale": float(self.scale),
+                "threshold": float(self.threshold),
+            }
+        return dict(
+            species=list(species),
+            geometry={"function": self.geometry},
+            grid={
+                "min": float(self.grid_min),
+                "max": float(self.grid_max),
+                "n": int(self.n_grid),
+                "sigma": float(self.sigma),
+            },
+            weighting=weighting,
+            normalize_gaussians=bool(self.normalize_gaussians),
+            normalization=self.normalization,
+            periodic=bool(self.periodic),
+            sparse=False,
+            dtype=self.dtype,
+        )
+
+    @staticmethod
+    def _structures(X):
+        from ase import Atoms
+
+        if isinstance(X, Atoms):
+            raise TypeError("MBTR takes a sequence of ase.Atoms; wrap one structure in a list")
+        structures = list(X)
+        for s, atoms in enumerate(structures):
+            if not isinstance(atoms, Atoms):
+                raise TypeError(f"X[{s}] is {type(atoms).__name__}, not ase.Atoms")
+        return structures
+
+    def transform(self, X):
+        """MBTR vector of every structure.
+
+        Parameters
+        ----------
+        X : sequence of ase.Atoms
+
+        Returns
+        -------
+        X_new : ndarray of shape (n_structures, n_features_out_)
+        """
+        check_is_fitted(self, "descriptor_")
+        structures = self._structures(X)
+        self._check_species(structures, range(len(structures)))
+        kwargs = self._dscribe_kwargs(self.species_)
+        memory = self._memory()
+        if memory.location is None:
+            return _mbtr_rows(kwargs, structures, self._n_jobs())
+        cached = memory.cache(_mbtr_one)
+        rows = [
+            cached(kwargs, a.numbers, a.positions, np.asarray(a.cell), a.pbc) for a in structures
+        ]
+        return np.vstack(rows) if rows else np.empty((0, self.n_features_out_), self.dtype)
+
+
+def _mbtr_rows(kwargs, structures, n_jobs):
+    from dscribe.descriptors import MBTR as DscribeMBTR
+
+    mbtr = DscribeMBTR(**kwargs)
+    n_features = mbtr.get_number_of_features()
+    if not structures:
+        return np.empty((0, n_features), dtype=kwargs["dtype"])
+    from ase import Atoms
+
+    # bare copies: dscribe copies every Atoms property, calculators included
+    bare = [Atoms(a.numbers, a.positions, cell=a.cell, pbc=a.pbc) for a in structures]
+    with warnings.catch_warnings():
+        # dscribe calls the deprecated Atoms.get_calculator on every structure
+        warnings.filterwarnings("ignore", "Please use atoms.calc", FutureWarning)
+        result = mbtr.create(bare, n_jobs=min(n_jobs, len(bare)))
+    return stack_rows(result, len(structures), n_features)
+
+
+def _mbtr_one(kwargs, numbers, positions, cell, pbc):
+    from ase import Atoms
+
+    return _mbtr_rows(kwargs, [Atoms(numbers, positions, cell=cell, pbc=pbc)], 1)

@@ -1,0 +1,191 @@
+"""SOAP power spectra of atomic environments (thesis section 2.2, paper IV eqs. 1–4)."""
+
+import copy
+
+import numpy as np
+from sklearn.utils.validation import check_is_fitted
+
+from ._descriptor import DescriptorTransformer, stack_rows
+from ._environments import AtomicEnvironments
+
+__all__ = ["SOAP"]
+
+
+class SOAP(DescriptorTransformer):
+    """Smooth Overlap of Atomic Positions, one row per atomic environment.
+
+    A clonable scikit-learn transformer around :class:`dscribe.descriptors.SOAP`:
+    every parameter can be swept by :class:`~sklearn.model_selection.GridSearchCV`
+    (``soap__r_cut=[4.0, 5.0]``), the species are fixed at :meth:`fit`, and
+    descriptors can be cached across search candidates with ``memory``.
+
+    Parameters
+    ----------
+    species : sequence of str, default=None
+        Elements the descriptor knows. ``None`` takes every element present in
+        the structures seen by :meth:`fit`.
+    r_cut : float, default=4.0
+        Cutoff radius in Å.
+    n_max : int, default=7
+        Number of radial basis functions.
+    l_max : int, default=4
+        Maximum degree of spherical harmonics.
+    sigma : float, default=0.25
+        Width in Å of the Gaussians of the atom density, σ_SOAP of paper IV eq. (1).
+    rbf : {"gto", "polynomial"}, default="gto"
+        Radial basis.
+    weighting : dict, default=None
+        dscribe's radial weighting (copied, never modified).
+    periodic : bool, default=False
+        Use the cell's periodic images.
+    dtype : {"float64", "float32"}, default="float64"
+    n_jobs : int, default=None
+        Parallel jobs over structures (joblib's meaning: ``None`` is 1, ``-1``
+        all cores).
+    memory : str or joblib.Memory, default=None
+        Cache the descriptors of the environments a transform call derives
+        from (its caching root: what was built or :meth:`~AtomicEnvironments.select`-ed,
+        before any splitting) on disk, so cross-validation folds and search
+        candidates that share SOAP parameters compute them once.
+
+    Attributes
+    ----------
+    species_ : list of str
+    descriptor_ : dscribe.descriptors.SOAP
+    n_features_out_ : int
+
+    Examples
+    --------
+    >>> from ase.build import molecule
+    >>> from mlmlearn.atoms import AtomicEnvironments
+    >>> env = AtomicEnvironments([molecule("CH4"), molecule("C2H6")], species="H")
+    >>> soap = SOAP(r_cut=3.0, n_max=2, l_max=1).fit(env)
+    >>> soap.species_  # ordered by atomic number
+    ['H', 'C']
+    >>> soap.transform(env).shape
+    (10, 20)
+    """
+
+    _feature_prefix = "soap"
+
+    def __init__(
+        self,
+        *,
+        species=None,
+        r_cut=4.0,
+        n_max=7,
+        l_max=4,
+        sigma=0.25,
+        rbf="gto",
+        weighting=None,
+        periodic=False,
+        dtype="float64",
+        n_jobs=None,
+        memory=None,
+    ):
+        self.species = species
+        self.r_cut = r_cut
+        self.n_max = n_max
+        self.l_max = l_max
+        self.sigma = sigma
+        self.rbf = rbf
+        self.weighting = weighting
+        self.periodic = periodic
+        self.dtype = dtype
+        self.n_jobs = n_jobs
+        self.memory = memory
+
+    @staticmethod
+    def _dscribe_class():
+        from dscribe.descriptors import SOAP as DscribeSOAP
+
+        return DscribeSOAP
+
+    def _dscribe_kwargs(self, species):
+        return dict(
+            species=list(species),
+            r_cut=float(self.r_cut),
+            n_max=int(self.n_max),
+            l_max=int(self.l_max),
+            sigma=float(self.sigma),
+            rbf=self.rbf,
+            weighting=copy.deepcopy(self.weighting),
+            periodic=bool(self.periodic),
+            sparse=False,
+            dtype=self.dtype,
+        )
+
+    @staticmethod
+    def _as_environments(X):
+        from ase import Atoms
+
+        if isinstance(X, AtomicEnvironments):
+            return X
+        if isinstance(X, Atoms) or (
+            isinstance(X, (list, tuple)) and all(isinstance(a, Atoms) for a in X)
+        ):
+            return AtomicEnvironments(X)
+        raise TypeError(f"SOAP takes AtomicEnvironments (or ase.Atoms), got {type(X).__name__}")
+
+    def _structures(self, X):
+        return self._as_environments(X).structures
+
+    def transform(self, X):
+        """SOAP vector of every environment.
+
+        Parameters
+        ----------
+        X : AtomicEnvironments or ase.Atoms or list of ase.Atoms
+            A list of structures means every atom of every structure.
+
+        Returns
+        -------
+        X_new : ndarray of shape (n_environments, n_features_out_)
+        """
+        check_is_fitted(self, "descriptor_")
+        env = self._as_environments(X)
+        self._check_species(env.structures, np.unique(env.structure_index))
+        memory = self._memory()
+        if memory.location is None:
+            return _soap_rows(
+                self._dscribe_kwargs(self.species_),
+                env.structures,
+                env.structure_index,
+                env.atom_index,
+                self._n_jobs(),
+            )
+        fingerprint, structure, atom = env._cache_payload()
+        cached = memory.cache(_cached_soap_rows, ignore=["structures", "n_jobs"])
+        rows = cached(
+            self._dscribe_kwargs(self.species_),
+            fingerprint,
+            structure,
+            atom,
+            structures=env.structures,
+            n_jobs=self._n_jobs(),
+        )
+        return rows[env._root_rows]
+
+
+def _soap_rows(kwargs, structures, structure_index, atom_index, n_jobs):
+    """SOAP rows in the order of ``(structure_index, atom_index)``."""
+    from dscribe.descriptors import SOAP as DscribeSOAP
+
+    soap = DscribeSOAP(**kwargs)
+    n_features = soap.get_number_of_features()
+    out = np.empty((len(structure_index), n_features), dtype=kwargs["dtype"])
+    if len(structure_index) == 0:
+        return out
+    order = np.argsort(structure_index, kind="stable")
+    which, starts = np.unique(structure_index[order], return_index=True)
+    centers = [a.tolist() for a in np.split(atom_index[order], starts[1:])]
+    systems = [structures[s] for s in which]
+    result = soap.create(systems, centers=centers, n_jobs=min(n_jobs, len(systems)))
+    out[order] = stack_rows(result, len(systems), n_features)
+    return out
+
+
+def _cached_soap_rows(kwargs, fingerprint, structure_index, atom_index, *, structures, n_jobs):
+    # cached on (kwargs, fingerprint, centres); the structures themselves are
+    # represented by their fingerprint
+    return _soap_rows(kwargs, structures, structure_index, atom_index, n_jobs)

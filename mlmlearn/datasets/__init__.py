@@ -1,0 +1,20 @@
+"""Reference data: builders of start structures, an MD generator, and bundled xTB data sets.
+
+Needs ``pip install mlmlearn[atoms]``; regenerating data also needs ``mlmlearn[xtb]``.
+"""
+
+from ._builders import gold_thiolate_ring, linear_alkane
+from ._bundled import load_alkanes, load_au25, load_gold_thiolate_rings
+from ._md import read_frames, run_md
+from ._sampling import logarithmic_indices
+
+__all__ = [
+    "gold_thiolate_ring",
+    "linear_alkane",
+    "load_alkanes",
+    "load_au25",
+    "load_gold_thiolate_rings",
+    "logarithmic_indices",
+    "read_frames",
+    "run_md",
+]

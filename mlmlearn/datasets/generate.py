@@ -1,0 +1,111 @@
+"""Regenerate a bundled data set: ``python -m mlmlearn.datasets.generate NAME``.
+
+Runs the recipe of :mod:`mlmlearn.datasets._recipes` into a work directory
+(resumable: run the same command again after an interruption) and packs the
+trajectories into an archive the loaders read::
+
+    python -m mlmlearn.datasets.generate alkanes --workdir md/alkanes --output alkanes.npz
+    python -m mlmlearn.datasets.generate rings --workdir md/rings --output gold_thiolate_rings.npz
+    python -m mlmlearn.datasets.generate au25 --start au25_sch3_18.xyz \\
+        --workdir md/au25 --output au25.npz
+
+Set ``OMP_NUM_THREADS=1``: xTB on these system sizes is not faster with more threads.
+"""
+
+import argparse
+import time
+
+from . import _recipes
+from ._bundled import pack
+
+DESCRIPTIONS = {
+    "alkanes": (
+        "Linear alkanes C2H6-C7H16, GFN2-xTB (tblite) energies and forces. Paper III protocol: "
+        "three independent 1000-step velocity-Verlet (NVE) runs per molecule, 1.5 fs steps, "
+        "Maxwell-Boltzmann start at 750 K (seed 1000*n_carbons + run), every step kept. "
+        "Runs 1-2 are training data, run 3 test data."
+    ),
+    "rings": (
+        "Gold-thiolate rings Au_n(SCH3)_n, n = 4..8, built as in paper IV (regular polygon, S "
+        "displaced 1.0 A alternately up and down, methyls on S), GFN2-xTB (tblite) Langevin MD "
+        "at 300, 600 and 900 K (friction 0.01/fs, 1.5 fs, 400 steps, every 2nd step kept, seed "
+        "10000*n + T)."
+    ),
+    "au25": (
+        "Au25(SCH3)18 anion (charge -1, closed shell), GFN1-xTB (tblite; GFN2-xTB does not "
+        "converge on the Au13 core), Langevin MD heated linearly from 300 K to 1500 K over "
+        "1200 steps of 1.5 fs (friction 0.01/fs, seed 25), every 2nd step kept. Started from the "
+        "optimized structure au25_sch3_18.xyz (not shipped)."
+    ),
+}
+
+
+def _runs(name, paths, settings):
+    import os
+
+    runs = []
+    for path in paths:
+        stem = os.path.splitext(os.path.basename(path))[0]
+        run = {"name": stem}
+        if name == "alkanes":
+            number = int(stem.rsplit("_run", 1)[1])
+            run["split"] = "test" if number in settings["test_runs"] else "train"
+        runs.append(run)
+    return runs
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="python -m mlmlearn.datasets.generate",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("name", choices=sorted(DESCRIPTIONS))
+    parser.add_argument("--workdir", required=True, help="directory of the extxyz trajectories")
+    parser.add_argument("--output", required=True, help="archive to write (.npz)")
+    parser.add_argument("--start", help="start structure (au25 only)")
+    parser.add_argument("--verbose", type=int, default=1)
+    args = parser.parse_args(argv)
+
+    tic = time.perf_counter()
+    if args.name == "alkanes":
+        settings = _recipes.ALKANES
+        paths = _recipes.generate_alkanes(args.workdir, verbose=args.verbose)
+    elif args.name == "rings":
+        settings = _recipes.RINGS
+        paths = _recipes.generate_gold_thiolate_rings(args.workdir, verbose=args.verbose)
+    else:
+        if args.start is None:
+            parser.error("au25 needs --start (the Au25(SCH3)18 start structure)")
+        settings = _recipes.AU25
+        paths = _recipes.generate_au25(args.start, args.workdir, verbose=args.verbose)
+    elapsed = time.perf_counter() - tic
+
+    from importlib.metadata import version
+
+    from .. import __version__
+
+    metadata = {
+        "name": args.name,
+        "description": DESCRIPTIONS[args.name],
+        "settings": settings,
+        "runs": _runs(args.name, paths, settings),
+        "units": {
+            "positions": "Angstrom",
+            "energy": "eV",
+            "forces": "eV/Angstrom",
+            "temperature": "K",
+            "time": "fs",
+        },
+        "versions": {
+            "mlmlearn": __version__,
+            **{p: version(p) for p in ("tblite", "ase", "numpy")},
+        },
+        "wall_time_s_last_invocation": round(elapsed, 1),
+    }
+    pack(paths, args.output, metadata=metadata)
+    print(f"wrote {args.output} ({len(paths)} runs, {elapsed:.0f} s in this invocation)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,178 @@
+"""SOAP and MBTR transformers: equal to dscribe, physically invariant, clonable, cacheable."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+pytest.importorskip("dscribe")
+from ase.build import molecule  # noqa: E402
+from ase.io import read  # noqa: E402
+from dscribe.descriptors import MBTR as DscribeMBTR  # noqa: E402
+from dscribe.descriptors import SOAP as DscribeSOAP  # noqa: E402
+from sklearn.base import clone  # noqa: E402
+from sklearn.feature_selection import VarianceThreshold  # noqa: E402
+from sklearn.model_selection import GridSearchCV, KFold  # noqa: E402
+from sklearn.pipeline import Pipeline  # noqa: E402
+from sklearn.preprocessing import MinMaxScaler  # noqa: E402
+
+from mlmlearn import EMLM  # noqa: E402
+from mlmlearn.atoms import MBTR, SOAP, AtomicEnvironments  # noqa: E402
+from mlmlearn.datasets import gold_thiolate_ring, linear_alkane  # noqa: E402
+
+
+def _jiggled(atoms, n, seed=0):
+    rng = np.random.default_rng(seed)
+    frames = []
+    for _ in range(n):
+        a = atoms.copy()
+        a.positions += rng.normal(scale=0.05, size=a.positions.shape)
+        frames.append(a)
+    return frames
+
+
+def test_soap_equals_dscribe():
+    frames = _jiggled(gold_thiolate_ring(4), 3)
+    env = AtomicEnvironments(frames, species=["S", "Au"])
+    ours = SOAP(r_cut=4.0, n_max=4, l_max=3, sigma=0.25).fit(env).transform(env)
+    theirs = DscribeSOAP(species=["Au", "C", "H", "S"], r_cut=4.0, n_max=4, l_max=3, sigma=0.25)
+    expected = np.vstack(
+        [theirs.create(a, centers=np.flatnonzero(np.isin(a.numbers, [16, 79]))) for a in frames]
+    )
+    np.testing.assert_array_equal(ours, expected)
+
+
+def test_mbtr_equals_dscribe_with_paper_ii_parameters():
+    frames = _jiggled(linear_alkane(4), 3)
+    ours = MBTR().fit(frames).transform(frames)
+    theirs = DscribeMBTR(
+        species=["C", "H"],
+        geometry={"function": "inverse_distance"},
+        grid={"min": 0.0, "max": 1.2, "n": 100, "sigma": 0.045},
+        weighting={"function": "exp", "scale": 0.8, "threshold": 1e-5},
+        normalize_gaussians=True,
+        normalization="none",
+        periodic=False,
+    )
+    with warnings.catch_warnings():  # dscribe's own use of a deprecated ASE call
+        warnings.simplefilter("ignore", FutureWarning)
+        expected = theirs.create(frames)
+    np.testing.assert_allclose(ours, expected, rtol=1e-12, atol=1e-14)
+    assert ours.shape == (3, 300)
+
+
+@pytest.mark.parametrize(
+    "atoms", [linear_alkane(5), gold_thiolate_ring(5)], ids=["pentane", "Au5-ring"]
+)
+def test_soap_is_invariant(assert_symmetries, atoms):
+    soap = SOAP(r_cut=4.0, n_max=4, l_max=3).fit([atoms])
+    assert_symmetries(lambda a: soap.transform(a), atoms, local=True, atol=1e-8)
+
+
+def test_mbtr_is_invariant(assert_symmetries):
+    atoms = gold_thiolate_ring(4)
+    mbtr = MBTR().fit([atoms])
+    assert_symmetries(lambda a: mbtr.transform([a])[0], atoms, local=False, atol=1e-8)
+
+
+def test_parameters_clone_and_are_not_mutated():
+    weighting = {"function": "poly", "r0": 4.0, "c": 1, "m": 1}
+    soap = SOAP(r_cut=4.0, n_max=3, l_max=2, weighting=weighting)
+    soap.fit([molecule("CH4")]).transform([molecule("CH4")])
+    assert weighting == {"function": "poly", "r0": 4.0, "c": 1, "m": 1}
+    assert soap.get_params()["weighting"] is weighting
+    twin = clone(soap).set_params(n_max=2)
+    assert twin.get_params()["n_max"] == 2 and soap.n_max == 3
+    mbtr = clone(MBTR(grid_max=1.4, sigma=0.1, scale=0.5, threshold=1e-3))
+    assert (mbtr.grid_max, mbtr.sigma, mbtr.scale, mbtr.threshold) == (1.4, 0.1, 0.5, 1e-3)
+
+
+def test_unknown_species_at_transform_names_the_structure():
+    soap = SOAP(n_max=2, l_max=1).fit([molecule("CH4")])
+    with pytest.raises(ValueError, match="structure 1 contains O"):
+        soap.transform([molecule("CH4"), molecule("CH3OH")])
+    mbtr = MBTR(species=["C", "H"]).fit([molecule("CH4")])
+    with pytest.raises(ValueError, match="structure 0 contains N"):
+        mbtr.transform([molecule("NH3")])
+    with pytest.raises(ValueError, match="'Qq' is not an element"):
+        SOAP(species=["C", "Qq"]).fit([molecule("CH4")])
+    with pytest.raises(TypeError, match="MBTR takes a sequence"):
+        MBTR().fit(molecule("CH4"))
+    with pytest.raises(TypeError, match="SOAP takes AtomicEnvironments"):
+        SOAP().fit(np.zeros((3, 3)))
+
+
+def test_n_jobs_gives_the_same_rows():
+    frames = _jiggled(linear_alkane(3), 6)
+    env = AtomicEnvironments(frames, species="C")[np.array([7, 2, 11, 0])]
+    one = SOAP(n_max=3, l_max=2).fit(env).transform(env)
+    two = SOAP(n_max=3, l_max=2, n_jobs=2).fit(env).transform(env)
+    np.testing.assert_array_equal(one, two)
+    mbtr_one = MBTR().fit(frames).transform(frames)
+    np.testing.assert_array_equal(mbtr_one, MBTR(n_jobs=-1).fit(frames).transform(frames))
+
+
+def test_mbtr_refuses_ase_that_breaks_dscribe(monkeypatch):
+    import ase
+
+    monkeypatch.setattr(ase, "__version__", "3.27.0")
+    with pytest.raises(ImportError, match=r"ase<3.27"):
+        MBTR().fit([molecule("CH4")])
+
+
+def test_installed_ase_satisfies_the_pin():
+    import ase
+
+    major, minor = (int(p) for p in ase.__version__.split(".")[:2])
+    assert (major, minor) < (3, 27), "mlmlearn[atoms] pins ase<3.27 for dscribe's MBTR"
+
+
+def _grid_search(memory):
+    frames = _jiggled(linear_alkane(3), 8, seed=1)
+    for k, a in enumerate(frames):
+        a.info["k"] = k
+    env = AtomicEnvironments(frames, species="H")
+    y = env.positions[:, 0] ** 2  # any deterministic target
+    pipe = Pipeline(
+        [
+            ("soap", SOAP(n_max=2, l_max=1, memory=memory)),
+            ("scale", MinMaxScaler()),
+            ("drop", VarianceThreshold()),
+            ("emlm", EMLM()),
+        ]
+    )
+    search = GridSearchCV(
+        pipe,
+        {"soap__r_cut": [3.0, 4.0], "soap__n_max": [2, 3], "emlm__beta": [1e-8, 1e-3]},
+        cv=KFold(3, shuffle=True, random_state=0),
+    )
+    return search.fit(env, y)
+
+
+def test_grid_search_sweeps_descriptor_parameters_and_memory_changes_nothing(tmp_path):
+    plain = _grid_search(None)
+    cached = _grid_search(str(tmp_path))
+    assert set(plain.cv_results_["param_soap__r_cut"]) == {3.0, 4.0}
+    np.testing.assert_allclose(
+        plain.cv_results_["mean_test_score"], cached.cv_results_["mean_test_score"]
+    )
+    assert plain.best_params_ == cached.best_params_
+    # 4 SOAP settings, each computed once for the root environments
+    assert len(list(tmp_path.rglob("output.pkl"))) == 4
+
+
+def test_mbtr_memory_caches_per_structure(tmp_path):
+    frames = _jiggled(linear_alkane(2), 4)
+    mbtr = MBTR(memory=str(tmp_path)).fit(frames)
+    first = mbtr.transform(frames)
+    np.testing.assert_array_equal(first, MBTR().fit(frames).transform(frames))
+    np.testing.assert_array_equal(mbtr.transform(frames[1:3]), first[1:3])
+    assert len(list(tmp_path.rglob("output.pkl"))) == 4
+
+
+def test_shared_cluster_descriptors_have_documented_sizes(shared_structures):
+    atoms = read(shared_structures / "au25_sch3_18.xyz")
+    env = AtomicEnvironments(atoms)
+    soap = SOAP(r_cut=4.0, n_max=7, l_max=4, sigma=0.25).fit(env)
+    assert soap.transform(env).shape == (115, soap.n_features_out_)
+    assert MBTR().fit([atoms]).transform([atoms]).shape == (1, 1000)
