@@ -176,3 +176,30 @@ def test_shared_cluster_descriptors_have_documented_sizes(shared_structures):
     soap = SOAP(r_cut=4.0, n_max=7, l_max=4, sigma=0.25).fit(env)
     assert soap.transform(env).shape == (115, soap.n_features_out_)
     assert MBTR().fit([atoms]).transform([atoms]).shape == (1, 1000)
+
+
+@pytest.mark.parametrize("transformer", [SOAP(), MBTR()], ids=["SOAP", "MBTR"])
+def test_scikit_learn_parameter_conventions(transformer):
+    from sklearn.utils.estimator_checks import (
+        check_get_params_invariance,
+        check_no_attributes_set_in_init,
+        check_parameters_default_constructible,
+    )
+
+    name = type(transformer).__name__
+    check_no_attributes_set_in_init(name, transformer)
+    check_parameters_default_constructible(name, transformer)
+    check_get_params_invariance(name, transformer)
+
+
+def test_parallel_grid_search_pickles_environments():
+    frames = _jiggled(linear_alkane(2), 6, seed=2)
+    env = AtomicEnvironments(frames, species="C")
+    y = env.positions[:, 1]
+    pipe = Pipeline([("soap", SOAP(n_max=2, l_max=1)), ("emlm", EMLM())])
+    grid = {"soap__sigma": [0.25, 0.5]}
+    one = GridSearchCV(pipe, grid, cv=3).fit(env, y)
+    two = GridSearchCV(pipe, grid, cv=3, n_jobs=2).fit(env, y)
+    np.testing.assert_allclose(
+        one.cv_results_["mean_test_score"], two.cv_results_["mean_test_score"]
+    )

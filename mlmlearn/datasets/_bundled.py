@@ -15,7 +15,6 @@ import numpy as np
 
 __all__ = ["load_alkanes", "load_gold_thiolate_rings", "load_au25", "pack"]
 
-_DATA = "mlmlearn.datasets.data"
 
 
 def pack(paths, output, *, metadata):
@@ -97,7 +96,7 @@ def load_archive(path):
 
 
 def _load(name):
-    ref = resources.files(_DATA).joinpath(f"{name}.npz")
+    ref = resources.files("mlmlearn.datasets").joinpath("data", f"{name}.npz")
     if not ref.is_file():  # pragma: no cover - a broken installation
         raise FileNotFoundError(f"bundled data set {name!r} is missing from {os.fspath(ref)}")
     with resources.as_file(ref) as path:
@@ -123,7 +122,7 @@ def load_alkanes():
     Examples
     --------
     >>> data = load_alkanes()
-    >>> len(data.frames), sorted(set(data.split))
+    >>> len(data.frames), sorted(set(data.split.tolist()))
     (18018, ['test', 'train'])
     """
     return _load("alkanes")

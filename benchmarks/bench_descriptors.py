@@ -1,0 +1,90 @@
+"""Bundled data set sizes, and SOAP/MBTR throughput of mlmlearn's transformers vs dscribe.
+
+    python benchmarks/bench_descriptors.py
+
+Prints, for each bundled data set, the number of structures and environments
+per atom type; then the time of mlmlearn's ``SOAP``/``MBTR`` transform beside
+dscribe called directly the way a user would (a loop over ``create`` per
+structure, and one ``create`` on the list), on the Au25(SCH3)18 frames with
+paper IV's SOAP (r_cut 4 Å, n_max 7, l_max 4, σ 0.25) and paper II's MBTR; and
+what a ``memory=`` cache hit costs.
+"""
+
+import tempfile
+import warnings
+
+import numpy as np
+from _common import timed
+from dscribe.descriptors import MBTR as DscribeMBTR
+from dscribe.descriptors import SOAP as DscribeSOAP
+
+from mlmlearn.atoms import MBTR, SOAP, AtomicEnvironments
+from mlmlearn.datasets import load_alkanes, load_au25, load_gold_thiolate_rings
+
+
+def sizes():
+    print("data set              structures  environments per type")
+    for name, loader in [
+        ("alkanes", load_alkanes),
+        ("gold-thiolate rings", load_gold_thiolate_rings),
+        ("Au25(SCH3)18", load_au25),
+    ]:
+        data, seconds = timed(loader)[::-1]
+        env = AtomicEnvironments(data.frames)
+        types, counts = np.unique(env.atom_types, return_counts=True)
+        per_type = ", ".join(f"{t} {c}" for t, c in zip(types, counts, strict=True))
+        print(f"{name:22s}{len(data.frames):>10d}  {per_type}   (load {seconds:.1f} s)")
+
+
+def soap_throughput(frames):
+    env = AtomicEnvironments(frames)
+    params = dict(r_cut=4.0, n_max=7, l_max=4, sigma=0.25)
+    ours = SOAP(**params).fit(env)
+    theirs = DscribeSOAP(species=ours.species_, **params)
+    t_ours, x_ours = timed(ours.transform, env, repeat=3)
+    t_loop, x_loop = timed(lambda: np.vstack([theirs.create(a) for a in frames]), repeat=3)
+    t_list, _ = timed(lambda: theirs.create(frames), repeat=3)
+    t_two, _ = timed(SOAP(**params, n_jobs=2).fit(env).transform, env, repeat=3)
+    assert np.array_equal(x_ours, x_loop)
+    n = len(env)
+    print(f"\nSOAP, {len(frames)} Au25 frames, {n} environments, {x_ours.shape[1]} features")
+    print(f"  mlmlearn SOAP.transform      {t_ours:7.2f} s  {n / t_ours:9.0f} env/s")
+    print(f"  dscribe loop over create     {t_loop:7.2f} s  ratio loop/ours {t_loop / t_ours:.2f}")
+    print(f"  dscribe create(list)         {t_list:7.2f} s  ratio list/ours {t_list / t_ours:.2f}")
+    print(f"  mlmlearn n_jobs=2            {t_two:7.2f} s  speed-up {t_ours / t_two:.2f}")
+    gold = env.select(species="Au")
+    t_gold, _ = timed(ours.transform, gold, repeat=3)
+    print(f"  Au centres only ({len(gold)})      {t_gold:7.2f} s  {len(gold) / t_gold:9.0f} env/s")
+    with tempfile.TemporaryDirectory() as cache:
+        cached = SOAP(**params, memory=cache).fit(env)
+        t_miss, _ = timed(cached.transform, env)
+        t_hit, _ = timed(cached.transform, env[np.arange(0, n, 2)], repeat=3)
+    print(f"  memory: first call {t_miss:.2f} s, cache hit for half the rows {t_hit:.3f} s")
+
+
+def mbtr_throughput(frames):
+    ours = MBTR().fit(frames)
+    theirs = DscribeMBTR(
+        species=ours.species_,
+        geometry={"function": "inverse_distance"},
+        grid={"min": 0.0, "max": 1.2, "n": 100, "sigma": 0.045},
+        weighting={"function": "exp", "scale": 0.8, "threshold": 1e-5},
+    )
+    t_ours, x_ours = timed(ours.transform, frames, repeat=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        t_loop, x_loop = timed(lambda: np.vstack([theirs.create(a) for a in frames]), repeat=3)
+    assert np.allclose(x_ours, x_loop)
+    n = len(frames)
+    print(f"\nMBTR k2, {n} Au25 frames, {x_ours.shape[1]} features")
+    print(f"  mlmlearn MBTR.transform      {t_ours:7.2f} s  {n / t_ours:9.1f} structures/s")
+    print(f"  dscribe loop over create     {t_loop:7.2f} s  ratio loop/ours {t_loop / t_ours:.2f}")
+    t_two, _ = timed(MBTR(n_jobs=2).fit(frames).transform, frames, repeat=3)
+    print(f"  mlmlearn n_jobs=2            {t_two:7.2f} s  speed-up {t_ours / t_two:.2f}")
+
+
+if __name__ == "__main__":
+    sizes()
+    frames = load_au25().frames[-100:]
+    soap_throughput(frames)
+    mbtr_throughput(frames)
