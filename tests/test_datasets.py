@@ -77,3 +77,23 @@ def test_au25_is_a_heating_run_with_enough_environments(au25):
 
 def test_au25_forces_match_a_fresh_gfn1_single_point(au25):
     _check_frame(au25, len(au25.frames) - 1, "GFN1-xTB", charge=-1)
+
+
+def test_recipe_pack_and_load_round_trip(tmp_path):
+    pytest.importorskip("tblite.ase")
+    from mlmlearn.datasets._bundled import load_archive, pack
+    from mlmlearn.datasets._md import read_frames
+    from mlmlearn.datasets._recipes import ALKANES, generate_alkanes
+
+    settings = dict(ALKANES, n_carbons=(2,), runs=(1, 3), n_steps=3)
+    paths = generate_alkanes(tmp_path / "md", settings=settings)
+    runs = [{"name": "C2H6_run1", "split": "train"}, {"name": "C2H6_run3", "split": "test"}]
+    archive = pack(paths, tmp_path / "small.npz", metadata={"runs": runs, "settings": settings})
+    data = load_archive(archive)
+    written = read_frames(paths[1])
+    assert len(data.frames) == 8 and list(data.split) == ["train"] * 4 + ["test"] * 4
+    np.testing.assert_array_equal(data.frames[-1].positions, written[-1].positions)
+    np.testing.assert_allclose(data.frames[-1].get_forces(), written[-1].get_forces(), rtol=1e-6)
+    assert data.frames[-1].info == {"run": "C2H6_run3", "step": 3, "temperature_K": 750.0}
+    with pytest.raises(ValueError, match="one entry per trajectory"):
+        pack(paths, tmp_path / "bad.npz", metadata={"runs": runs[:1]})

@@ -36,8 +36,14 @@ def test_verlet_with_gfn2_conserves_energy_and_writes_every_frame(tmp_path):
 
 
 def test_interrupted_langevin_run_resumes_where_it_stopped(tmp_path):
-    kwargs = dict(n_steps=8, timestep=1.0, temperature=(300.0, 600.0), integrator="langevin",
-                  write_interval=2, seed=7)
+    kwargs = dict(
+        n_steps=8,
+        timestep=1.0,
+        temperature=(300.0, 600.0),
+        integrator="langevin",
+        write_interval=2,
+        seed=7,
+    )
     whole = tmp_path / "whole.extxyz"
     run_md(linear_alkane(2), _xtb(), whole, **kwargs)
     # cut the file in the middle of the fourth frame, as a killed run would leave it

@@ -66,6 +66,12 @@ class DescriptorTransformer(TransformerMixin, BaseEstimator):
         from ase.data import atomic_numbers
 
         known = [atomic_numbers[s] for s in self.species_]
+        which = list(which)
+        if (
+            not which
+            or np.isin(np.concatenate([structures[s].numbers for s in which]), known).all()
+        ):
+            return
         for s in which:
             unknown = np.setdiff1d(structures[s].numbers, known)
             if unknown.size:

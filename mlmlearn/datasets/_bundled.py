@@ -16,7 +16,6 @@ import numpy as np
 __all__ = ["load_alkanes", "load_gold_thiolate_rings", "load_au25", "pack"]
 
 
-
 def pack(paths, output, *, metadata):
     """Pack the extxyz trajectories ``paths`` (one per run) into the archive ``output``.
 
