@@ -30,16 +30,15 @@ class _Store:
         )
         self.groups = groups
         self._types = None
+        self._positions = None
         self._forces = None
+        self._missing = None
         self._fingerprint = None
 
     def positions(self, flat):
-        out = np.empty((len(flat), 3))
-        structure = self.structure_of[flat]
-        for s in np.unique(structure):
-            rows = np.flatnonzero(structure == s)
-            out[rows] = self.structures[s].positions[self.atom_of[flat[rows]]]
-        return out
+        if self._positions is None:
+            self._positions = _concatenate([a.positions for a in self.structures])
+        return self._positions[flat]
 
     def types(self):
         if self._types is None:
@@ -50,19 +49,22 @@ class _Store:
 
     def forces(self, flat):
         if self._forces is None:
-            self._forces = [_reference_forces(a) for a in self.structures]
-        structure = self.structure_of[flat]
-        out = np.empty((len(flat), 3))
-        for s in np.unique(structure):
-            forces = self._forces[s]
-            if forces is None:
-                raise MissingForcesError(
-                    f"structure {s} ({self.structures[s].get_chemical_formula()}) has no "
-                    "reference forces: attach a calculator result or an arrays['forces'] column"
-                )
-            rows = np.flatnonzero(structure == s)
-            out[rows] = forces[self.atom_of[flat[rows]]]
-        return out
+            per_structure = [_reference_forces(a) for a in self.structures]
+            self._missing = np.array([f is None for f in per_structure], dtype=bool)
+            self._forces = _concatenate(
+                [
+                    np.full((len(a), 3), np.nan) if f is None else f
+                    for a, f in zip(self.structures, per_structure, strict=True)
+                ]
+            )
+        missing = np.flatnonzero(self._missing[np.unique(self.structure_of[flat])])
+        if missing.size:
+            s = int(np.unique(self.structure_of[flat])[missing[0]])
+            raise MissingForcesError(
+                f"structure {s} ({self.structures[s].get_chemical_formula()}) has no "
+                "reference forces: attach a calculator result or an arrays['forces'] column"
+            )
+        return self._forces[flat]
 
     def fingerprint(self):
         """A hash of every structure's numbers, positions, cell and pbc."""
@@ -73,6 +75,10 @@ class _Store:
                 [(a.numbers, a.positions, np.asarray(a.cell), a.pbc) for a in self.structures]
             )
         return self._fingerprint
+
+
+def _concatenate(arrays):
+    return np.concatenate(arrays).astype(float) if arrays else np.empty((0, 3))
 
 
 def _reference_forces(atoms):
@@ -88,7 +94,8 @@ class AtomicEnvironments:
     """Atom-centred samples — "atom *i* of structure *s*" — for local models.
 
     The structures are shared, not copied, by every subset, so indexing is
-    cheap. An instance works as ``X`` for scikit-learn's splitters,
+    cheap; treat them as read-only snapshots (positions and forces are gathered
+    once, on first use). An instance works as ``X`` for scikit-learn's splitters,
     :func:`~sklearn.model_selection.cross_validate`, :class:`~sklearn.pipeline.Pipeline`
     and :class:`~sklearn.model_selection.GridSearchCV`: it has a length, a
     ``shape`` of ``(n_environments,)`` and integer/boolean indexing.
