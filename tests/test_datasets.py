@@ -31,10 +31,10 @@ def _fresh_single_point(frame, method, charge=0):
     return atoms.get_potential_energy(), atoms.get_forces()
 
 
-def _check_frame(data, k, method, charge=0):
+def _check_frame(data, k, method, charge=0, atol=1e-4):
     frame = data.frames[k]
     energy, forces = _fresh_single_point(frame, method, charge)
-    np.testing.assert_allclose(forces, frame.get_forces(), atol=1e-4)
+    np.testing.assert_allclose(forces, frame.get_forces(), atol=atol)
     assert energy == pytest.approx(data.energy[k], abs=1e-5)
 
 
@@ -76,7 +76,10 @@ def test_au25_is_a_heating_run_with_enough_environments(au25):
 
 
 def test_au25_forces_match_a_fresh_gfn1_single_point(au25):
-    _check_frame(au25, len(au25.frames) - 1, "GFN1-xTB", charge=-1)
+    # The MD's warm-started SCC differs from a cold start by up to 3.6e-4 eV/Å on the
+    # hot, deformed frames (a cold start at default accuracy is within 7e-5 of a tight
+    # one): this data set meets 5e-4, not the 1e-4 of the other two (data README).
+    _check_frame(au25, len(au25.frames) - 1, "GFN1-xTB", charge=-1, atol=5e-4)
 
 
 def test_recipe_pack_and_load_round_trip(tmp_path):
