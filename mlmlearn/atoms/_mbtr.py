@@ -185,21 +185,30 @@ class MBTR(DescriptorTransformer):
 
 
 def _mbtr_rows(kwargs, structures, n_jobs):
+    """MBTR rows of ``structures``; ``n_jobs`` contiguous chunks run in parallel."""
+    if n_jobs > 1 and len(structures) > 1:
+        from joblib import Parallel, delayed
+
+        chunks = np.array_split(np.arange(len(structures)), min(n_jobs, len(structures)))
+        parts = Parallel(n_jobs=len(chunks))(
+            delayed(_mbtr_rows)(kwargs, [structures[i] for i in chunk], 1) for chunk in chunks
+        )
+        return np.vstack(parts)
+
+    from ase import Atoms
     from dscribe.descriptors import MBTR as DscribeMBTR
 
     mbtr = DscribeMBTR(**kwargs)
     n_features = mbtr.get_number_of_features()
     if not structures:
         return np.empty((0, n_features), dtype=kwargs["dtype"])
-    from ase import Atoms
-
     # bare copies: dscribe copies every Atoms property, calculators included
     bare = [Atoms(a.numbers, a.positions, cell=a.cell, pbc=a.pbc) for a in structures]
     with warnings.catch_warnings():
         # dscribe calls the deprecated Atoms.get_calculator on every structure
         warnings.filterwarnings("ignore", "Please use atoms.calc", FutureWarning)
-        result = mbtr.create(bare, n_jobs=min(n_jobs, len(bare)))
-    return stack_rows(result, len(structures), n_features)
+        result = mbtr.create(bare, n_jobs=1)
+    return stack_rows(result, len(bare), n_features)
 
 
 def _mbtr_one(kwargs, numbers, positions, cell, pbc):
