@@ -231,3 +231,28 @@ def test_rotation_operator_equals_ndimage_rotate_on_the_mask():
     for a, got in zip(angles, rotated, strict=True):
         expected = ndimage.rotate(image, a, reshape=False, order=1)[mask]
         np.testing.assert_allclose(got, expected, atol=1e-9 * image.max())
+
+
+def test_compare_images_equals_the_looped_scan():
+    """The matrix-product scan against rotating each transformed image and summing by hand."""
+    from mlmlearn.applications.tem import comparison_mask
+
+    exp = [_blobs(seed=8), _blobs(seed=9)]
+    sim = [_blobs(seed=10), _blobs(seed=11), exp[0]]
+    widths, k, n_rot = [3.0, 7.0], 0.01, 5
+    mask = comparison_mask(exp[0].shape)
+    similarity, angle = compare_images(exp, sim, widths=widths, n_rotations=n_rot, k=k)
+    w_sim = ricker_transform(np.stack(sim), widths)
+    for e, image in enumerate(exp):
+        w_exp = ricker_transform(image, widths)[0]
+        for s in range(len(sim)):
+            per_angle = []
+            for a in np.arange(n_rot) * 360 / n_rot:
+                values = []
+                for j in range(len(widths)):
+                    x = ndimage.rotate(w_exp[j], a, reshape=False, order=1)[mask]
+                    y = w_sim[s, j][mask]
+                    values.append((2 * abs(x @ y) + k) / (x @ x + y @ y + k))
+                per_angle.append(np.mean(values))
+            assert similarity[e, s] == pytest.approx(max(per_angle), rel=1e-10)
+            assert angle[e, s] == np.argmax(per_angle) * 360 / n_rot
