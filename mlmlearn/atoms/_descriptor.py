@@ -12,7 +12,9 @@ class DescriptorTransformer(TransformerMixin, BaseEstimator):
 
     Subclasses define ``_dscribe_kwargs(species)`` (the dscribe constructor
     arguments, built fresh from the parameters so dscribe can never mutate
-    them) and ``_feature_prefix``.
+    them) and ``_feature_prefix``. The dscribe object built at :meth:`fit`
+    (``descriptor_``) computes every uncached transform; cached transforms key
+    on the constructor arguments and build one only on a cache miss.
     """
 
     _feature_prefix = "descriptor"

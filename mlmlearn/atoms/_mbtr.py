@@ -173,10 +173,10 @@ class MBTR(DescriptorTransformer):
         check_is_fitted(self, "descriptor_")
         structures = self._structures(X)
         self._check_species(structures, range(len(structures)))
-        kwargs = self._dscribe_kwargs(self.species_)
         memory = self._memory()
         if memory.location is None:
-            return _mbtr_rows(kwargs, structures, self._n_jobs())
+            return _mbtr_rows(self.descriptor_, structures, self._n_jobs())
+        kwargs = self._dscribe_kwargs(self.species_)
         cached = memory.cache(_mbtr_one)
         rows = [
             cached(kwargs, a.numbers, a.positions, np.asarray(a.cell), a.pbc) for a in structures
@@ -184,24 +184,22 @@ class MBTR(DescriptorTransformer):
         return np.vstack(rows) if rows else np.empty((0, self.n_features_out_), self.dtype)
 
 
-def _mbtr_rows(kwargs, structures, n_jobs):
-    """MBTR rows of ``structures``; ``n_jobs`` contiguous chunks run in parallel."""
+def _mbtr_rows(mbtr, structures, n_jobs):
+    """Rows of the dscribe ``mbtr``; ``n_jobs`` contiguous chunks run in parallel."""
     if n_jobs > 1 and len(structures) > 1:
         from joblib import Parallel, delayed
 
         chunks = np.array_split(np.arange(len(structures)), min(n_jobs, len(structures)))
         parts = Parallel(n_jobs=len(chunks))(
-            delayed(_mbtr_rows)(kwargs, [structures[i] for i in chunk], 1) for chunk in chunks
+            delayed(_mbtr_rows)(mbtr, [structures[i] for i in chunk], 1) for chunk in chunks
         )
         return np.vstack(parts)
 
     from ase import Atoms
-    from dscribe.descriptors import MBTR as DscribeMBTR
 
-    mbtr = DscribeMBTR(**kwargs)
     n_features = mbtr.get_number_of_features()
     if not structures:
-        return np.empty((0, n_features), dtype=kwargs["dtype"])
+        return np.empty((0, n_features), dtype=mbtr.dtype)
     # bare copies: dscribe copies every Atoms property, calculators included
     bare = [Atoms(a.numbers, a.positions, cell=a.cell, pbc=a.pbc) for a in structures]
     with warnings.catch_warnings():
@@ -212,6 +210,9 @@ def _mbtr_rows(kwargs, structures, n_jobs):
 
 
 def _mbtr_one(kwargs, numbers, positions, cell, pbc):
+    # cached on the parameters and the structure; the descriptor is built on a miss only
     from ase import Atoms
+    from dscribe.descriptors import MBTR as DscribeMBTR
 
-    return _mbtr_rows(kwargs, [Atoms(numbers, positions, cell=cell, pbc=pbc)], 1)
+    atoms = Atoms(numbers, positions, cell=cell, pbc=pbc)
+    return _mbtr_rows(DscribeMBTR(**kwargs), [atoms], 1)

@@ -148,7 +148,7 @@ class SOAP(DescriptorTransformer):
         memory = self._memory()
         if memory.location is None:
             return _soap_rows(
-                self._dscribe_kwargs(self.species_),
+                self.descriptor_,
                 env.structures,
                 env.structure_index,
                 env.atom_index,
@@ -167,13 +167,10 @@ class SOAP(DescriptorTransformer):
         return rows[env._root_rows]
 
 
-def _soap_rows(kwargs, structures, structure_index, atom_index, n_jobs):
-    """SOAP rows in the order of ``(structure_index, atom_index)``."""
-    from dscribe.descriptors import SOAP as DscribeSOAP
-
-    soap = DscribeSOAP(**kwargs)
+def _soap_rows(soap, structures, structure_index, atom_index, n_jobs):
+    """Rows of the dscribe ``soap`` in the order of ``(structure_index, atom_index)``."""
     n_features = soap.get_number_of_features()
-    out = np.empty((len(structure_index), n_features), dtype=kwargs["dtype"])
+    out = np.empty((len(structure_index), n_features), dtype=soap.dtype)
     if len(structure_index) == 0:
         return out
     order = np.argsort(structure_index, kind="stable")
@@ -187,5 +184,7 @@ def _soap_rows(kwargs, structures, structure_index, atom_index, n_jobs):
 
 def _cached_soap_rows(kwargs, fingerprint, structure_index, atom_index, *, structures, n_jobs):
     # cached on (kwargs, fingerprint, centres); the structures themselves are
-    # represented by their fingerprint
-    return _soap_rows(kwargs, structures, structure_index, atom_index, n_jobs)
+    # represented by their fingerprint, and the descriptor is built on a miss only
+    from dscribe.descriptors import SOAP as DscribeSOAP
+
+    return _soap_rows(DscribeSOAP(**kwargs), structures, structure_index, atom_index, n_jobs)

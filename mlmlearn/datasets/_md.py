@@ -152,9 +152,11 @@ def run_md(
             rng=_StepNoise(seed, lambda: step),
         )
 
+    n_frames = len(frames)
     with open(output, "a") as fd:
         if not frames:
             _write_frame(fd, atoms, step, timestep, target(step), signature)
+            n_frames += 1
         bar = progress(
             range(step, n_steps),
             verbose=verbose,
@@ -167,7 +169,8 @@ def run_md(
             dyn.run(1)
             if (step + 1) % write_interval == 0 or step + 1 == n_steps:
                 _write_frame(fd, atoms, step + 1, timestep, target(step + 1), signature)
-    return len(read_frames(output))
+                n_frames += 1
+    return n_frames
 
 
 def read_frames(path, *, repair=False):

@@ -188,8 +188,13 @@ def cw_ssim(image_x, image_y, *, widths=DEFAULT_WIDTHS, k=0.01, mask=None):
     mask = _check_mask(mask, x.shape)
     w = ricker_transform(np.stack([x, y]), widths)[:, :, mask]
     wx, wy = w[0], w[1]
-    s = (2 * np.abs((wx * wy).sum(1)) + k) / ((wx**2).sum(1) + (wy**2).sum(1) + k)
+    s = _cw_ssim_real((wx * wy).sum(1), (wx**2).sum(1), (wy**2).sum(1), k)
     return float(s.mean())
+
+
+def _cw_ssim_real(cross, norm_x, norm_y, k):
+    """Eq. (2.5) for real coefficients from Σxy, Σx², Σy² (see :func:`cw_ssim`)."""
+    return (2 * np.abs(cross) + k) / (norm_x + norm_y + k)
 
 
 def compare_images(
@@ -264,7 +269,7 @@ def compare_images(
             x = np.ascontiguousarray(rotated[:, :, :, j].transpose(2, 0, 1)).reshape(-1, n_pixels)
             cross = x @ w_sim[j].T
             norm = np.einsum("ij,ij->i", x, x)
-            mean += (2 * np.abs(cross) + k) / (norm[:, None] + sim_norm[None, :, j] + k)
+            mean += _cw_ssim_real(cross, norm[:, None], sim_norm[None, :, j], k)
         mean = mean.reshape(b, n_angles, len(sim)) / len(widths)
         r = mean.argmax(axis=1)
         best[start : start + b] = np.take_along_axis(mean, r[:, None, :], axis=1)[:, 0]
