@@ -1,0 +1,1 @@
+"""OAMLM: orientation adaptive MLM for force directions (in progress; see issue 4)."""

@@ -1,0 +1,73 @@
+"""The OAMLM alignment core: QCP rotations against the SVD (Kabsch) oracle."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+pytest.importorskip("numba")
+from mlmlearn.oamlm._superpose import kabsch, qcp  # noqa: E402
+
+
+def _residual(X, Y, R):
+    diff = np.einsum("bkj,bij->bki", X, R) - Y
+    return np.sqrt((diff**2).sum(axis=(1, 2)) / X.shape[1])
+
+
+@pytest.mark.parametrize("n_points", [2, 3, 4, 7, 13])
+def test_qcp_reaches_the_kabsch_optimum_with_proper_rotations(n_points):
+    rng = np.random.default_rng(n_points)
+    X = rng.normal(size=(3000, n_points, 3))
+    Y = rng.normal(size=(3000, n_points, 3))
+    X -= X.mean(axis=1, keepdims=True)
+    Y -= Y.mean(axis=1, keepdims=True)
+    R_svd, rmsd_svd = kabsch(X, Y)
+    R, rmsd = qcp(X, Y)
+    np.testing.assert_allclose(rmsd, rmsd_svd, atol=1e-9)
+    np.testing.assert_allclose(_residual(X, Y, R), rmsd, atol=1e-12)
+    np.testing.assert_allclose(np.linalg.det(R), 1.0, atol=1e-12)
+    np.testing.assert_allclose(
+        R @ R.transpose(0, 2, 1), np.broadcast_to(np.eye(3), R.shape), atol=1e-12
+    )
+    assert np.all(np.linalg.det(R_svd) > 0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n_points=st.integers(3, 12))
+def test_qcp_recovers_an_exact_rotation(seed, n_points):
+    from scipy.spatial.transform import Rotation
+
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(1, n_points, 3))
+    R0 = Rotation.random(random_state=seed).as_matrix()
+    R, rmsd = qcp(X, X @ R0.T)
+    np.testing.assert_allclose(R[0], R0, atol=1e-9)
+    assert rmsd[0] < 1e-9
+
+
+def test_reflected_sets_get_a_rotation_not_a_mirror():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(500, 5, 3))
+    Y = X * np.array([1.0, 1.0, -1.0])  # mirror images
+    R, rmsd = qcp(X, Y)
+    _, rmsd_svd = kabsch(X, Y)
+    np.testing.assert_allclose(np.linalg.det(R), 1.0, atol=1e-12)
+    np.testing.assert_allclose(rmsd, rmsd_svd, atol=1e-9)
+    assert np.all(rmsd > 1e-3)
+
+
+def test_degenerate_sets():
+    X = np.zeros((1, 3, 3))
+    R, rmsd = qcp(X, X)
+    np.testing.assert_allclose(R[0], np.eye(3))
+    assert rmsd[0] == 0.0
+    line = np.array([[[0.0, 0, 0], [1, 0, 0], [2, 0, 0]]])
+    R, rmsd = qcp(line, line[..., [1, 0, 2]])
+    assert rmsd[0] < 1e-9
+
+
+def test_bad_shapes():
+    with pytest.raises(ValueError, match=r"\(n_pairs, n_points, 3\)"):
+        qcp(np.zeros((2, 3, 3)), np.zeros((2, 4, 3)))
+    with pytest.raises(ValueError, match=r"\(n_pairs, n_points, 3\)"):
+        kabsch(np.zeros((2, 3, 2)), np.zeros((2, 3, 2)))
