@@ -1,1 +1,6 @@
-"""OAMLM: orientation adaptive MLM for force directions (in progress; see issue 4)."""
+"""OAMLM: force directions by aligning reference environments (work in progress)."""
+
+from ._alignment import Alignment, MissingNeighboursError, PermutationAlignment
+from ._oamlm import OAMLM
+
+__all__ = ["OAMLM", "Alignment", "MissingNeighboursError", "PermutationAlignment"]
