@@ -13,6 +13,7 @@ from .._distances import euclidean_distances
 from .._linalg import solve_distance_regression
 from ..references import select_references
 from ._alignment import PermutationAlignment
+from ._losses import analytic_direction, sphere_direction
 
 __all__ = ["OAMLM"]
 
@@ -29,6 +30,9 @@ class OAMLM(MultiOutputMixin, RegressorMixin, BaseEstimator):
         Defaults to ``PermutationAlignment(4)`` (paper III).
     references : int, float, "all" or selector, default=100
         Reference environments (RS-maximin on the descriptors for int/float).
+    loss : {"analytic", "sphere"}, default="analytic"
+        "analytic" is eq. (2.32) as published, normalised; "sphere" the exact
+        minimiser of eq. (2.30) over unit vectors.
     sigma2 : float, default=0.5
         σ₂ of the weights ω = exp(−(g/σ₂)²), eq. (2.31), in Å.
     beta : float, default=1e-8
@@ -40,10 +44,13 @@ class OAMLM(MultiOutputMixin, RegressorMixin, BaseEstimator):
     reference_directions_ (T), coef_c_, coef_g_ (B_c, B_g)
     """
 
-    def __init__(self, descriptor, *, alignment=None, references=100, sigma2=0.5, beta=1e-8):
+    def __init__(
+        self, descriptor, *, alignment=None, references=100, loss="analytic", sigma2=0.5, beta=1e-8
+    ):
         self.descriptor = descriptor
         self.alignment = alignment
         self.references = references
+        self.loss = loss
         self.sigma2 = sigma2
         self.beta = beta
 
@@ -85,10 +92,12 @@ class OAMLM(MultiOutputMixin, RegressorMixin, BaseEstimator):
         R, g = self.alignment_.align(P, self.reference_neighbourhoods_)
         rotated = np.einsum("nkij,kj->nki", R, self.reference_directions_)
         omega = np.exp(-((g / self.sigma2) ** 2))  # (2.31)
-        v = np.einsum("nk,nk,nki->ni", omega, d_c, rotated)  # (2.32) numerator
-        v /= omega.sum(axis=1, keepdims=True)
-        norm = np.linalg.norm(v, axis=1, keepdims=True)
-        v = v / np.where(norm > 0, norm, 1.0)
+        if self.loss == "analytic":
+            v = analytic_direction(omega, d_c, rotated)
+        elif self.loss == "sphere":
+            v = sphere_direction(omega, d_c, rotated)
+        else:
+            raise ValueError(f"loss={self.loss!r} must be 'analytic' or 'sphere'")
         if return_alignment:
             return v, g
         return v
