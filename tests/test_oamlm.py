@@ -64,6 +64,7 @@ def test_predictions_rotate_with_the_structure(propane, loss):
         np.testing.assert_allclose(v_perm[3 * k : 3 * k + 3], v[3 * k + original_rows], atol=1e-6)
 
 
+@pytest.mark.filterwarnings("ignore:the distance system:scipy.linalg.LinAlgWarning")
 def test_rotated_copies_of_references_are_recovered_exactly(propane):
     train = AtomicEnvironments(propane[:20], species="H")
     model = _model(references="all", sigma2=0.01, beta=1e-8).fit(train, train.forces)
