@@ -14,7 +14,12 @@ from mlmlearn.atoms import SOAP, AtomicEnvironments  # noqa: E402
 from mlmlearn.datasets import load_alkanes  # noqa: E402
 from mlmlearn.metrics import weighted_average_angle  # noqa: E402
 from mlmlearn.oamlm import OAMLM, MissingNeighboursError, PermutationAlignment  # noqa: E402
-from mlmlearn.oamlm._losses import analytic_direction, sphere_direction  # noqa: E402
+from mlmlearn.oamlm._losses import (  # noqa: E402
+    analytic_direction,
+    numeric_direction,
+    numeric_loss,
+    sphere_direction,
+)
 
 
 @pytest.fixture(scope="module")
@@ -113,3 +118,178 @@ def test_missing_neighbours_name_the_atom():
     env = AtomicEnvironments(Atoms("H2", positions=[[0, 0, 0], [0.74, 0, 0]]))
     with pytest.raises(MissingNeighboursError, match="atom 0 of structure 0 has 1 neighbours"):
         PermutationAlignment(2).neighbourhoods(env)
+
+
+def test_numeric_loss_gradient_and_optimality():
+    rng = np.random.default_rng(2)
+    k = 30
+    r = rng.normal(size=(k, 3))
+    r /= np.linalg.norm(r, axis=1, keepdims=True)
+    d, g = rng.uniform(-1, 1, k), rng.uniform(0, 1, k)
+    v = rng.normal(size=3)
+    value, grad = numeric_loss(v, d, g, r, 0.25, 0.5)
+    by_hand = -np.sum(np.exp(-(((d - r @ v) / 0.25) ** 2) - (g / 0.5) ** 2))
+    assert value == pytest.approx(by_hand)
+    step = 1e-6
+    fd = [
+        (
+            numeric_loss(v + step * e, d, g, r, 0.25, 0.5)[0]
+            - numeric_loss(v - step * e, d, g, r, 0.25, 0.5)[0]
+        )
+        / (2 * step)
+        for e in np.eye(3)
+    ]
+    np.testing.assert_allclose(grad, fd, rtol=1e-6, atol=1e-8)
+    # at convergence on the sphere the gradient is normal to it (a Lagrange point),
+    # and no nearby unit vector does better
+    starts = rng.normal(size=(20, 3))
+    V = numeric_direction(
+        np.tile(d, (20, 1)), np.tile(g, (20, 1)), np.tile(r, (20, 1, 1)), 0.25, 0.5, starts
+    )
+    np.testing.assert_allclose(np.linalg.norm(V, axis=1), 1.0)
+    for v in V:
+        value, grad = numeric_loss(v, d, g, r, 0.25, 0.5)
+        tangential = grad - (grad @ v) * v
+        assert np.linalg.norm(tangential) < 1e-4 * max(1.0, np.linalg.norm(grad))
+        nearby = v + 1e-3 * rng.normal(size=(50, 3))
+        nearby /= np.linalg.norm(nearby, axis=1, keepdims=True)
+        assert all(numeric_loss(w, d, g, r, 0.25, 0.5)[0] >= value - 1e-9 for w in nearby)
+
+
+def test_numeric_loss_mask_is_the_reference_filter():
+    rng = np.random.default_rng(3)
+    n, k = 5, 20
+    r = rng.normal(size=(n, k, 3))
+    r /= np.linalg.norm(r, axis=2, keepdims=True)
+    d, g = rng.uniform(-1, 1, (n, k)), rng.uniform(0, 1, (n, k))
+    mask = rng.random((n, k)) < 0.5
+    start = rng.normal(size=(n, 3))
+    masked = numeric_direction(d, g, r, 0.25, 0.5, start, mask=mask)
+    for i in range(n):
+        m = mask[i]
+        alone = numeric_direction(
+            d[i : i + 1, m], g[i : i + 1, m], r[i : i + 1, m], 0.25, 0.5, start[i : i + 1]
+        )
+        np.testing.assert_allclose(masked[i], alone[0], atol=1e-10)
+
+
+@pytest.fixture(scope="module")
+def fitted_numeric(propane):
+    train = AtomicEnvironments(propane[:30], species="C")
+    return _model(references=40, loss="numeric").fit(train, train.forces)
+
+
+def test_numeric_loss_predictions_rotate_and_satisfy_optimality(propane, fitted_numeric):
+    model = fitted_numeric
+    test = propane[30:34]
+    rotation = Rotation.random(random_state=8).as_matrix()
+    v = model.predict(AtomicEnvironments(test, species="C"))
+    v_rot = model.predict(
+        AtomicEnvironments(_rotated(test, rotation, (1.0, 2.0, 3.0)), species="C")
+    )
+    np.testing.assert_allclose(v_rot, v @ rotation.T, atol=1e-6)
+
+
+def test_uncertainty_is_invariant_and_grows_away_from_the_data(propane):
+    train = AtomicEnvironments(propane[:30], species="H")
+    model = _model(references=40).fit(train, train.forces)
+    test = propane[30:34]
+    v, u = model.predict(AtomicEnvironments(test, species="H"), return_uncertainty=True)
+    rotation = Rotation.random(random_state=2).as_matrix()
+    _, u_rot = model.predict(
+        AtomicEnvironments(_rotated(test, rotation), species="H"), return_uncertainty=True
+    )
+    np.testing.assert_allclose(u_rot, u, atol=1e-9)
+    assert u.shape == (len(v),) and np.all(np.isfinite(u))
+    # heptane hydrogens at the other end of the data: less like propane's
+    heptane = [f for f in load_alkanes().frames if f.info["run"] == "C7H16_run1"][::100]
+    _, u_far = model.predict(AtomicEnvironments(heptane, species="H"), return_uncertainty=True)
+    assert np.median(u_far) > 1.5 * np.median(u)
+    hot = [a.copy() for a in test]
+    for a in hot:
+        a.positions += np.random.default_rng(0).normal(scale=0.25, size=a.positions.shape)
+    _, u_hot = model.predict(AtomicEnvironments(hot, species="H"), return_uncertainty=True)
+    assert np.median(u_hot) > np.median(u)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_huber_training_is_huber_regression_of_the_alignment_products(propane):
+    from mlmlearn._distances import euclidean_distances
+    from mlmlearn.robust import huber_regression
+
+    train = AtomicEnvironments(propane[:30], species="C")
+    plain = _model(references=30).fit(train, train.forces)
+    robust = _model(references=30, epsilon=1.2).fit(train, train.forces)
+    assert np.all(plain.intercept_c_ == 0) and np.any(robust.intercept_c_ != 0)
+    # D_c and D_g rebuilt from the public attributes, then one Huber regression
+    unit = train.forces / np.linalg.norm(train.forces, axis=1, keepdims=True)
+    alignment = robust.alignment_
+    R, g = alignment.align(alignment.neighbourhoods(train), robust.reference_neighbourhoods_)
+    D_c = np.einsum("nkij,kj,ni->nk", R, robust.reference_directions_, unit)
+    F = robust.descriptor_.transform(train)
+    B, c, _, _ = huber_regression(
+        euclidean_distances(F, robust.references_), np.hstack([D_c, g]), epsilon=1.2
+    )
+    # (rounding of the rebuilt D_c differs in the last bits; the solver's tolerance is 1e-5)
+    np.testing.assert_allclose(robust.coef_c_, B[:, :30], atol=1e-5)
+    np.testing.assert_allclose(robust.intercept_g_, c[30:], atol=1e-5)
+    v = robust.predict(AtomicEnvironments(propane[30:], species="C"))
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0)
+
+
+@pytest.mark.parametrize(
+    "y, match",
+    [
+        (np.zeros((5, 2)), r"shape \(6, 3\)"),
+        (np.full((6, 3), np.nan), "row 0"),
+        (np.vstack([np.zeros(3), np.ones((5, 3))]), "row 0 is a zero force"),
+    ],
+)
+def test_bad_targets(propane, y, match):
+    train = AtomicEnvironments(propane[:2], species="C")
+    with pytest.raises(ValueError, match=match):
+        _model(references=4).fit(train, y)
+
+
+def test_grid_search_over_descriptor_and_sigma2_reuses_descriptors_and_alignments(
+    propane, tmp_path
+):
+    from joblib import Memory
+    from sklearn.model_selection import GridSearchCV, GroupKFold
+
+    from mlmlearn.metrics import angle_scorer
+
+    frames = propane[:36]
+    runs = np.repeat(np.arange(6), 6)  # six blocks of consecutive frames
+    train = AtomicEnvironments(frames, species="C", groups=runs)
+    soap = SOAP(n_max=4, l_max=2, r_cut=3.0, sigma=0.5, memory=Memory(tmp_path / "soap", verbose=0))
+    model = OAMLM(
+        make_pipeline(soap, MinMaxScaler()),
+        references=30,
+        memory=Memory(tmp_path / "oamlm", verbose=0),
+    )
+    grid = {"descriptor__soap__n_max": [3, 4], "sigma2": [0.25, 0.5, 1.0]}
+    search = GridSearchCV(model, grid, scoring=angle_scorer, cv=GroupKFold(3), refit=True)
+    search.fit(train, train.forces, groups=train.groups)
+    scores = search.cv_results_["mean_test_score"]
+    assert scores.shape == (6,) and np.all(np.isfinite(scores)) and np.all(scores < 0)
+    assert set(search.best_params_) == set(grid)
+    # SOAP computed once per setting on the caching root; fit alignments once per
+    # (setting, fold) + the refit, not once per σ₂
+    soap_calls = list((tmp_path / "soap").rglob("output.pkl"))
+    assert len(soap_calls) == 2
+    fit_products = [
+        p for p in (tmp_path / "oamlm").rglob("output.pkl") if "_fit_products" in str(p)
+    ]
+    assert len(fit_products) == 2 * 3 + 1
+    # the cached search equals an uncached one
+    plain = GridSearchCV(
+        OAMLM(
+            make_pipeline(SOAP(n_max=4, l_max=2, r_cut=3.0, sigma=0.5), MinMaxScaler()),
+            references=30,
+        ),
+        grid,
+        scoring=angle_scorer,
+        cv=GroupKFold(3),
+    ).fit(train, train.forces, groups=train.groups)
+    np.testing.assert_allclose(plain.cv_results_["mean_test_score"], scores)

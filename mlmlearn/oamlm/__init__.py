@@ -1,6 +1,17 @@
-"""OAMLM: force directions by aligning reference environments (work in progress)."""
+"""The orientation adaptive MLM: force directions by aligning reference environments.
+
+:class:`OAMLM` is the estimator; the alignment step is a strategy object
+(:class:`Alignment` and its subclasses), so users can plug in their own.
+"""
 
 from ._alignment import Alignment, MissingNeighboursError, PermutationAlignment
+from ._gold_thiolate import GoldThiolateAlignment
 from ._oamlm import OAMLM
 
-__all__ = ["OAMLM", "Alignment", "MissingNeighboursError", "PermutationAlignment"]
+__all__ = [
+    "OAMLM",
+    "Alignment",
+    "GoldThiolateAlignment",
+    "MissingNeighboursError",
+    "PermutationAlignment",
+]

@@ -11,40 +11,44 @@ import itertools
 import numpy as np
 from sklearn.base import BaseEstimator
 
-from ._superpose import qcp
+from ._superpose import best_alignments
 
-__all__ = ["Alignment", "PermutationAlignment", "MissingNeighboursError"]
+__all__ = ["Alignment", "PermutationAlignment", "MissingNeighboursError", "nearest_neighbours"]
 
 
 class MissingNeighboursError(ValueError):
     """An environment lacks the neighbours its alignment rule needs."""
 
 
-def _accuracy(P, S, R, form):
-    """g of eq. (2.25) ("mean") or g' of eq. (2.26) ("rss") for each pair."""
-    residual = P - np.einsum("bij,bkj->bki", R, S)
-    n_points = P.shape[1]
-    if form == "mean":
-        return np.linalg.norm(residual, axis=2).sum(axis=1) / n_points
-    return np.sqrt((residual**2).sum(axis=(1, 2))) / n_points
-
-
 class Alignment(BaseEstimator):
     """Base of the alignment strategies.
 
-    Subclasses implement ``neighbourhoods(environments)`` → array (n, 1 + M, 3)
-    of neighbour positions relative to each centre (row 0 is the centre, all
-    zeros) and may override ``orderings(M)`` (the neighbour permutations tried,
-    default: the given order only). :meth:`align` then aligns every input with
-    every reference under each ordering of the reference and keeps the best.
+    A strategy answers two questions. :meth:`neighbourhoods` turns atomic
+    environments into point sets centred on each atom (row 0 is the atom
+    itself, at the origin), and :meth:`align` superposes every reference
+    neighbourhood on every input neighbourhood, returning the rotations
+    R_ij (reference frame → input frame) and the alignment accuracies g_ij of
+    eqs. (2.24)–(2.26).
+
+    The default :meth:`align` tries the neighbour orderings of
+    :meth:`orderings` (only the given order unless overridden) with the
+    compiled QCP kernel and keeps the ordering of best accuracy. A custom
+    strategy implements ``neighbourhoods`` (returning an array of shape
+    (n, 1 + M, 3), or any object with ``len`` and integer-array/slice
+    indexing that its own ``align`` understands) and, if needed, ``align``.
+
+    Parameters of subclasses are the strategy's hyperparameters, so
+    ``OAMLM(alignment=...)`` clones and sweeps them like any estimator's
+    (``alignment__n_neighbors``, ``alignment__accuracy``).
     """
 
     accuracy = "mean"
 
     def orderings(self, n_neighbours):
+        """Neighbour orderings tried for a reference (tuples over range(n_neighbours))."""
         return [tuple(range(n_neighbours))]
 
-    def align(self, P, S, *, chunk_pairs=2_000_000):
+    def align(self, P, S):
         """Best rotation and accuracy of every (input, reference) pair.
 
         Parameters
@@ -57,28 +61,60 @@ class Alignment(BaseEstimator):
         R : ndarray of shape (n_inputs, n_references, 3, 3)
             Rotations taking reference coordinates to the input's frame.
         g : ndarray of shape (n_inputs, n_references)
-            Alignment accuracy (Å) of the best ordering.
+            Alignment accuracy (Å) of the best ordering: eq. (2.25) for
+            ``accuracy="mean"``, eq. (2.26) for ``"rss"``.
         """
-        if self.accuracy not in ("mean", "rss"):
-            raise ValueError(f"accuracy={self.accuracy!r} must be 'mean' (2.25) or 'rss' (2.26)")
-        n, k = len(P), len(S)
+        _check_accuracy(self.accuracy)
+        P, S = np.asarray(P, dtype=float), np.asarray(S, dtype=float)
+        if P.ndim != 3 or S.ndim != 3 or P.shape[1:] != S.shape[1:] or P.shape[2] != 3:
+            raise ValueError(
+                f"P and S must be (n, 1 + M, 3) neighbourhoods of one size; got {P.shape}, "
+                f"{S.shape}"
+            )
         m = P.shape[1] - 1
-        R_best = np.empty((n, k, 3, 3))
-        g_best = np.full((n, k), np.inf)
-        orders = [(0, *(1 + np.array(o))) for o in self.orderings(m)]
-        rows = max(1, chunk_pairs // max(k * len(orders), 1))
-        for start in range(0, n, rows):
-            p = P[start : start + rows]
-            b = len(p)
-            pp = np.broadcast_to(p[:, None], (b, k, m + 1, 3)).reshape(b * k, m + 1, 3)
-            for order in orders:
-                ss = np.broadcast_to(S[None, :, order], (b, k, m + 1, 3)).reshape(b * k, m + 1, 3)
-                R, _ = qcp(ss, pp)
-                g = _accuracy(pp, ss, R, self.accuracy).reshape(b, k)
-                better = g < g_best[start : start + b]
-                g_best[start : start + b][better] = g[better]
-                R_best[start : start + b][better] = R.reshape(b, k, 3, 3)[better]
-        return R_best, g_best
+        orders = np.array([(0, *(1 + np.asarray(o, dtype=int))) for o in self.orderings(m)])
+        R, g, _ = best_alignments(P, S, orders, rss=self.accuracy == "rss")
+        return R, g
+
+
+def _check_accuracy(accuracy):
+    if accuracy not in ("mean", "rss"):
+        raise ValueError(f"accuracy={accuracy!r} must be 'mean' (eq. 2.25) or 'rss' (eq. 2.26)")
+
+
+def nearest_neighbours(environments, n_neighbors, cutoff, *, name="the alignment"):
+    """Vectors (n, n_neighbors, 3) from each centre to its nearest atoms, nearest first.
+
+    Distances within each (non-periodic) structure are computed at once for
+    all of its centres. An environment with fewer than ``n_neighbors`` atoms
+    within ``cutoff`` raises :class:`MissingNeighboursError`.
+    """
+    m = int(n_neighbors)
+    out = np.zeros((len(environments), m, 3))
+    structure, atom = environments.structure_index, environments.atom_index
+    for s in np.unique(structure):
+        atoms = environments.structures[s]
+        if np.any(atoms.pbc):
+            raise ValueError(
+                f"structure {s} is periodic; the alignment strategies handle clusters and "
+                "molecules (no periodic images)"
+            )
+        rows = np.flatnonzero(structure == s)
+        centres = atom[rows]
+        vectors = atoms.positions[None, :, :] - atoms.positions[centres][:, None, :]
+        dist = np.linalg.norm(vectors, axis=2)
+        dist[np.arange(len(rows)), centres] = np.inf
+        order = np.argsort(dist, axis=1, kind="stable")[:, :m]
+        nearest = np.take_along_axis(dist, order, axis=1)
+        if nearest.shape[1] < m or np.any(nearest[:, -1] > cutoff):
+            bad = 0 if nearest.shape[1] < m else int(np.flatnonzero(nearest[:, -1] > cutoff)[0])
+            found = int((nearest[bad] <= cutoff).sum())
+            raise MissingNeighboursError(
+                f"atom {int(centres[bad])} of structure {s} has {found} neighbours within "
+                f"{cutoff} Å; {name} needs {m}"
+            )
+        out[rows] = np.take_along_axis(vectors, order[:, :, None], axis=1)
+    return out
 
 
 class PermutationAlignment(Alignment):
@@ -104,32 +140,13 @@ class PermutationAlignment(Alignment):
         return list(itertools.permutations(range(n_neighbours)))
 
     def neighbourhoods(self, environments):
-        m = int(self.n_neighbors)
-        if m < 2:
+        if int(self.n_neighbors) < 2:
             raise ValueError(f"n_neighbors={self.n_neighbors!r} must be at least 2")
-        out = np.zeros((len(environments), m + 1, 3))
-        structure, atom = environments.structure_index, environments.atom_index
-        for s in np.unique(structure):
-            atoms = environments.structures[s]
-            if np.any(atoms.pbc):
-                raise ValueError(
-                    f"structure {s} is periodic; PermutationAlignment handles clusters and "
-                    "molecules (no periodic images)"
-                )
-            rows = np.flatnonzero(structure == s)
-            centres = atom[rows]
-            vectors = atoms.positions[None, :, :] - atoms.positions[centres][:, None, :]
-            dist = np.linalg.norm(vectors, axis=2)
-            dist[np.arange(len(rows)), centres] = np.inf
-            order = np.argsort(dist, axis=1, kind="stable")[:, :m]
-            nearest = np.take_along_axis(dist, order, axis=1)
-            lacking = np.flatnonzero(nearest[:, -1] > self.cutoff)
-            if lacking.size:
-                i = int(centres[lacking[0]])
-                found = int((nearest[lacking[0]] <= self.cutoff).sum())
-                raise MissingNeighboursError(
-                    f"atom {i} of structure {s} has {found} neighbours within "
-                    f"{self.cutoff} Å; PermutationAlignment(n_neighbors={m}) needs {m}"
-                )
-            out[rows, 1:] = np.take_along_axis(vectors, order[:, :, None], axis=1)
-        return out
+        _check_accuracy(self.accuracy)
+        vectors = nearest_neighbours(
+            environments,
+            self.n_neighbors,
+            self.cutoff,
+            name=f"PermutationAlignment(n_neighbors={self.n_neighbors})",
+        )
+        return np.concatenate([np.zeros((len(vectors), 1, 3)), vectors], axis=1)

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-__all__ = ["analytic_direction", "sphere_direction"]
+__all__ = ["analytic_direction", "sphere_direction", "numeric_direction", "numeric_loss"]
 
 
 def analytic_direction(omega, d_c, rotated):
@@ -53,3 +53,59 @@ def sphere_direction(omega, d_c, rotated, *, n_bisect=100):
 def _normalise(v):
     norm = np.linalg.norm(v, axis=1, keepdims=True)
     return v / np.where(norm > 0, norm, 1.0)
+
+
+def numeric_loss(v, d_c, g, rotated, sigma1, sigma2):
+    """Eq. (2.29) and its gradient at ``v`` (3,) for one environment.
+
+    J(v) = −Σ_j exp(−((d_c,j − r_j·v)/σ₁)² − (g_j/σ₂)²),
+    ∇J = −Σ_j 2 e_j/σ₁² · exp(...) r_j with e_j = d_c,j − r_j·v.
+    """
+    e = d_c - rotated @ v
+    w = np.exp(-((e / sigma1) ** 2) - (g / sigma2) ** 2)
+    return -w.sum(), -(2.0 / sigma1**2) * ((w * e) @ rotated)
+
+
+def numeric_direction(d_c, g, rotated, sigma1, sigma2, start, *, mask=None, tol=1e-10):
+    """Minimise eq. (2.29) over unit vectors by SLSQP, one environment at a time.
+
+    Paper III's numeric loss: the equality constraint |v|² = 1 is handled by
+    sequential quadratic programming, starting from ``start`` (the direction
+    to the nearest neighbour in paper III). ``mask`` (n, K) restricts each sum
+    to the accepted references Γ. References whose weight exp(−(g/σ₂)²) is
+    below 1e-16 of the largest are dropped (their terms cannot change J).
+
+    Parameters
+    ----------
+    d_c, g : ndarray of shape (n, K)
+    rotated : ndarray of shape (n, K, 3)
+    sigma1, sigma2 : float
+    start : ndarray of shape (n, 3)
+    mask : ndarray of bool of shape (n, K), optional
+
+    Returns
+    -------
+    v : ndarray of shape (n, 3)
+        Unit vectors.
+    """
+    from scipy.optimize import minimize
+
+    constraint = {"type": "eq", "fun": lambda v: v @ v - 1.0, "jac": lambda v: 2.0 * v}
+    out = np.empty((len(d_c), 3))
+    log_weight = -((g / sigma2) ** 2)
+    for i in range(len(d_c)):
+        keep = np.ones(d_c.shape[1], dtype=bool) if mask is None else mask[i].copy()
+        keep &= log_weight[i] >= log_weight[i][keep].max() - np.log(1e16)
+        args = (d_c[i, keep], g[i, keep], rotated[i, keep], sigma1, sigma2)
+        v0 = _normalise(np.asarray(start[i], dtype=float)[None])[0]
+        result = minimize(
+            numeric_loss,
+            v0,
+            args=args,
+            jac=True,
+            method="SLSQP",
+            constraints=[constraint],
+            options={"ftol": tol, "maxiter": 200},
+        )
+        out[i] = result.x
+    return _normalise(out)

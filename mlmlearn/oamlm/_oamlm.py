@@ -1,103 +1,375 @@
-"""The orientation adaptive minimal learning machine (thesis 2.3, paper III, paper IV II B).
+"""The orientation adaptive minimal learning machine (thesis 2.3, paper III, paper IV II B)."""
 
-Work in progress for the OAMLM issue: analytic loss (2.30)–(2.32) and the
-permutation alignment; the numeric loss, Huber training, the exact sphere
-minimiser and the gold-thiolate rules are still to come.
-"""
+from numbers import Integral, Real
 
 import numpy as np
-from sklearn.base import BaseEstimator, MultiOutputMixin, RegressorMixin, clone
-from sklearn.utils.validation import check_is_fitted
+from sklearn.base import BaseEstimator, MultiOutputMixin, RegressorMixin, _fit_context, clone
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils.validation import check_array, check_is_fitted, check_memory
 
 from .._distances import euclidean_distances
 from .._linalg import solve_distance_regression
-from ..references import select_references
-from ._alignment import PermutationAlignment
-from ._losses import analytic_direction, sphere_direction
+from .._progress import progress
+from ..references import REFERENCES_CONSTRAINT, select_references
+from ._alignment import Alignment, PermutationAlignment, nearest_neighbours
+from ._losses import analytic_direction, numeric_direction, sphere_direction
 
 __all__ = ["OAMLM"]
+
+#: bytes of rotations (n_rows × K × 3 × 3 doubles) aligned in one chunk
+_CHUNK_BYTES = 32 * 2**20
 
 
 class OAMLM(MultiOutputMixin, RegressorMixin, BaseEstimator):
     """Unit force directions of atomic environments from invariant descriptors.
 
+    The OAMLM (thesis section 2.3; paper III; paper IV section II B) learns,
+    from rotation-invariant descriptors, how well each reference environment
+    *aligns* with an input and how its force is oriented relative to the
+    input's force:
+
+    1. Fit: every training environment i is aligned with every reference j
+       (a rotation R_ij and an accuracy g_ij, eqs. 2.24–2.26, by the
+       ``alignment`` strategy); D_c = {ŷ_i · R_ij t̂_j} and D_g = {g_ij}.
+       Two distance regressions (2.20) map the descriptor distances D_in to
+       them: B_c (dot products) and B_g (alignment accuracies), by least
+       squares or, with ``epsilon``, by the Huber loss (2.27)–(2.28).
+    2. Predict: d_c = d_in B_c and d_g = d_in B_g; the references are aligned
+       with the input, and the direction v̂ comes from the rotated reference
+       directions r_j = R_j t̂_j, the predicted dot products and the actual
+       accuracies g_j through the ``loss``.
+
     Parameters
     ----------
     descriptor : transformer
         Maps :class:`~mlmlearn.atoms.AtomicEnvironments` to feature rows, e.g.
-        ``make_pipeline(SOAP(...), MinMaxScaler())``. Cloned at fit.
+        ``make_pipeline(SOAP(...), MinMaxScaler())``. Cloned at fit; its
+        parameters sweep as ``descriptor__...``.
     alignment : Alignment, default=None
-        Defaults to ``PermutationAlignment(4)`` (paper III).
+        The alignment strategy; ``None`` means ``PermutationAlignment(4)``
+        (paper III: the 4 nearest atoms, all 24 orderings). Cloned at fit.
     references : int, float, "all" or selector, default=100
-        Reference environments (RS-maximin on the descriptors for int/float).
-    loss : {"analytic", "sphere"}, default="analytic"
-        "analytic" is eq. (2.32) as published, normalised; "sphere" the exact
-        minimiser of eq. (2.30) over unit vectors.
+        Reference environments among the training ones: RS-maximin on the
+        descriptors for an int or fraction, every distinct row for ``"all"``,
+        or a selector such as :class:`~mlmlearn.RSMaximin`.
+    loss : {"analytic", "sphere", "numeric"}, default="analytic"
+        How v̂ is found from the aligned references.
+
+        - ``"analytic"``: eq. (2.32), Σ ω_j d_c,j r_j / Σ ω_j, normalised, with
+          ω_j = exp(−(g_j/σ₂)²) (2.31) — paper IV's estimator, as published.
+        - ``"sphere"``: the exact minimiser of the same loss (2.30) over unit
+          vectors. (2.32) is its stationary point only when Σ ω r rᵀ ∝ I;
+          the exact one solves (Σ ω r rᵀ − μI) v = Σ ω d r.
+        - ``"numeric"``: eq. (2.29), −Σ exp(−((d_c,j − r_j·v)/σ₁)² − (g_j/σ₂)²),
+          minimised over unit vectors by SLSQP from the direction to the
+          nearest neighbour (paper III), over the references that pass
+          ``reference_filter``.
+    sigma1 : float, default=0.25
+        σ₁ of the numeric loss (2.29) (dimensionless, a width in dot product).
     sigma2 : float, default=0.5
-        σ₂ of the weights ω = exp(−(g/σ₂)²), eq. (2.31), in Å.
+        σ₂ of the weights (2.29)/(2.31), in Å of alignment accuracy.
+    epsilon : float or None, default=None
+        ``None`` trains B_c and B_g by least squares (2.20); a float ≥ 1 by
+        Huber regression with that ε (p_Huber of paper III, 1.0–2.0), with
+        intercepts, column by column as :class:`~mlmlearn.HuberMLM` does.
+    alpha : float, default=1e-4
+        L2 penalty of the Huber regressions (2.27).
     beta : float, default=1e-8
-        Ridge term of the distance regressions (2.20) for B_c and B_g.
+        Ridge term β/K of the least-squares regressions (2.18).
+    reference_filter : bool, default=True
+        Paper III: with ``loss="numeric"`` use only references whose actual
+        accuracy is no worse than predicted, g_j ≤ d_g,j (all of them if none
+        passes). The analytic and sphere losses weight every reference by ω.
+    numeric_start : {"nearest", "analytic"}, default="nearest"
+        Initial guess of the numeric loss: the direction to the nearest
+        neighbour (paper III), or the analytic estimate (2.32). (2.29) is a sum
+        of Gaussian ridges on the sphere with many local minima, so the start
+        decides much of the result.
+    n_jobs : int, default=None
+        Threads aligning row chunks (the compiled kernel releases the GIL).
+    memory : str or joblib.Memory, default=None
+        Caches the alignment products (D_c, D_g at fit; rotated directions and
+        accuracies per predict chunk), so candidates of a search that differ
+        only in ``sigma1``, ``sigma2`` or ``loss`` align once.
+    verbose : int, default=0
+        Progress bars over row chunks.
 
     Attributes
     ----------
-    descriptor_, references_ (descriptor rows Q), reference_neighbourhoods_ (S),
-    reference_directions_ (T), coef_c_, coef_g_ (B_c, B_g)
+    descriptor_ : transformer
+        The fitted clone of ``descriptor``.
+    alignment_ : Alignment
+        The clone of the alignment strategy used.
+    reference_indices_ : ndarray of int
+        Training rows chosen as references.
+    references_ : ndarray of shape (n_references_, n_features)
+        Their descriptor rows (Q).
+    reference_neighbourhoods_ : ndarray or neighbourhoods object
+        Their neighbourhoods (S).
+    reference_directions_ : ndarray of shape (n_references_, 3)
+        Their unit forces (T).
+    coef_c_, coef_g_ : ndarray of shape (n_references_, n_references_)
+        B_c and B_g.
+    intercept_c_, intercept_g_ : ndarray of shape (n_references_,)
+        Intercepts (zero unless ``epsilon`` is set).
+    n_references_ : int
+
+    See Also
+    --------
+    mlmlearn.metrics.weighted_average_angle : the papers' error measure.
+    mlmlearn.oamlm.PermutationAlignment, mlmlearn.oamlm.GoldThiolateAlignment
+
+    Notes
+    -----
+    ``score`` returns minus the force-weighted average angle (degrees), so
+    a larger score is better, as model selection expects; R² means nothing for
+    unit vectors.
+
+    Examples
+    --------
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from sklearn.preprocessing import MinMaxScaler
+    >>> from mlmlearn import OAMLM
+    >>> from mlmlearn.atoms import SOAP, AtomicEnvironments
+    >>> from mlmlearn.datasets import load_alkanes
+    >>> frames = [f for f in load_alkanes().frames if f.info["run"] == "C3H8_run1"]
+    >>> train = AtomicEnvironments(frames[:400:8], species="C")
+    >>> test = AtomicEnvironments(frames[600::50], species="C")
+    >>> descriptor = make_pipeline(SOAP(n_max=6, l_max=1, r_cut=3.0, sigma=1.0), MinMaxScaler())
+    >>> model = OAMLM(descriptor, references=60).fit(train, train.forces)
+    >>> directions = model.predict(test)
+    >>> directions.shape
+    (24, 3)
+    >>> bool(-model.score(test, test.forces) < 45)  # degrees, force-weighted
+    True
     """
 
+    _parameter_constraints = {
+        "descriptor": [HasMethods(["fit", "transform"])],
+        "alignment": [Alignment, None],
+        "references": REFERENCES_CONSTRAINT,
+        "loss": [StrOptions({"analytic", "sphere", "numeric"})],
+        "sigma1": [Interval(Real, 0, None, closed="neither")],
+        "sigma2": [Interval(Real, 0, None, closed="neither")],
+        "epsilon": [Interval(Real, 1.0, None, closed="left"), None],
+        "alpha": [Interval(Real, 0, None, closed="left")],
+        "beta": [Interval(Real, 0, None, closed="left")],
+        "reference_filter": ["boolean"],
+        "numeric_start": [StrOptions({"nearest", "analytic"})],
+        "n_jobs": [Integral, None],
+        "memory": [None, str, HasMethods(["cache"])],
+        "verbose": ["verbose"],
+    }
+
     def __init__(
-        self, descriptor, *, alignment=None, references=100, loss="analytic", sigma2=0.5, beta=1e-8
+        self,
+        descriptor,
+        *,
+        alignment=None,
+        references=100,
+        loss="analytic",
+        sigma1=0.25,
+        sigma2=0.5,
+        epsilon=None,
+        alpha=1e-4,
+        beta=1e-8,
+        reference_filter=True,
+        numeric_start="nearest",
+        n_jobs=None,
+        memory=None,
+        verbose=0,
     ):
         self.descriptor = descriptor
         self.alignment = alignment
         self.references = references
         self.loss = loss
+        self.sigma1 = sigma1
         self.sigma2 = sigma2
+        self.epsilon = epsilon
+        self.alpha = alpha
         self.beta = beta
+        self.reference_filter = reference_filter
+        self.numeric_start = numeric_start
+        self.n_jobs = n_jobs
+        self.memory = memory
+        self.verbose = verbose
 
-    def _alignment(self):
-        return PermutationAlignment(4) if self.alignment is None else self.alignment
-
+    # ------------------------------------------------------------------ fit
+    @_fit_context(prefer_skip_nested_validation=False)
     def fit(self, X, y):
-        y = np.asarray(y, dtype=float)
-        if y.ndim != 2 or y.shape != (len(X), 3):
-            raise ValueError(f"y must be the (n_environments, 3) forces; got shape {y.shape}")
-        norms = np.linalg.norm(y, axis=1)
-        if not np.all(np.isfinite(y)) or np.any(norms == 0):
-            raise ValueError("y must be finite, non-zero force vectors")
-        unit = y / norms[:, None]
+        """Align the training environments with the references and solve B_c, B_g.
+
+        Parameters
+        ----------
+        X : AtomicEnvironments
+            Training environments (all of one alignment rule, e.g. one element).
+        y : array-like of shape (n_environments, 3)
+            Their forces (any norm; normalised here).
+
+        Returns
+        -------
+        self
+        """
+        unit = _unit_forces(y, len(X))
         self.descriptor_ = clone(self.descriptor).fit(X)
-        F = np.asarray(self.descriptor_.transform(X), dtype=float)
-        idx = select_references(self.references, F)
+        F = self._features(X)
+        idx = np.asarray(select_references(self.references, F), dtype=np.intp)
         self.reference_indices_ = idx
         self.references_ = F[idx]
-        alignment = self._alignment()
-        P = alignment.neighbourhoods(X)
+        self.n_references_ = len(idx)
+        self.alignment_ = (
+            PermutationAlignment(4) if self.alignment is None else clone(self.alignment)
+        )
+        P = self.alignment_.neighbourhoods(X)
         self.reference_neighbourhoods_ = P[idx]
         self.reference_directions_ = unit[idx]
-        R, g = alignment.align(P, self.reference_neighbourhoods_)
-        rotated = np.einsum("nkij,kj->nki", R, self.reference_directions_)
-        D_c = np.einsum("nki,ni->nk", rotated, unit)  # y_i · (R_ij t_j)
+        memory = check_memory(self.memory)
+        D_c, D_g = memory.cache(_fit_products, ignore=["n_jobs", "verbose"])(
+            self.alignment_,
+            P,
+            self.reference_neighbourhoods_,
+            self.reference_directions_,
+            unit,
+            self.n_jobs,
+            self.verbose,
+        )
         D_in = euclidean_distances(F, self.references_)
-        self.coef_c_ = solve_distance_regression(D_in, D_c, self.beta)
-        self.coef_g_ = solve_distance_regression(D_in, g, self.beta)
-        self.alignment_ = alignment
+        k = self.n_references_
+        if self.epsilon is None:
+            B = solve_distance_regression(D_in, np.hstack([D_c, D_g]), self.beta)
+            c = np.zeros(2 * k)
+        else:
+            from ..robust import huber_regression
+
+            B, c, _, self.n_iter_ = huber_regression(
+                D_in, np.hstack([D_c, D_g]), epsilon=self.epsilon, alpha=self.alpha
+            )
+        self.coef_c_, self.coef_g_ = B[:, :k], B[:, k:]
+        self.intercept_c_, self.intercept_g_ = c[:k], c[k:]
         return self
 
-    def predict(self, X, *, return_alignment=False):
+    # -------------------------------------------------------------- predict
+    def predict(self, X, *, return_uncertainty=False):
+        """Unit force directions.
+
+        Parameters
+        ----------
+        X : AtomicEnvironments
+        return_uncertainty : bool, default=False
+            Also return, per environment, the alignment accuracy (Å) that B_g
+            predicts for the references the direction rests on, weighted as
+            they are: Σ ω_j d_g,j / Σ ω_j. Paper III proposes B_g for this: an
+            environment unlike the training data, or one whose references are
+            expected to align badly, gets a large value.
+
+        Returns
+        -------
+        directions : ndarray of shape (n_environments, 3)
+        uncertainty : ndarray of shape (n_environments,)
+            Only with ``return_uncertainty=True``.
+        """
         check_is_fitted(self, "coef_c_")
-        F = np.asarray(self.descriptor_.transform(X), dtype=float)
-        D_in = euclidean_distances(F, self.references_)
-        d_c = D_in @ self.coef_c_
+        F = self._features(X)
         P = self.alignment_.neighbourhoods(X)
-        R, g = self.alignment_.align(P, self.reference_neighbourhoods_)
-        rotated = np.einsum("nkij,kj->nki", R, self.reference_directions_)
-        omega = np.exp(-((g / self.sigma2) ** 2))  # (2.31)
-        if self.loss == "analytic":
-            v = analytic_direction(omega, d_c, rotated)
-        elif self.loss == "sphere":
-            v = sphere_direction(omega, d_c, rotated)
-        else:
-            raise ValueError(f"loss={self.loss!r} must be 'analytic' or 'sphere'")
-        if return_alignment:
-            return v, g
+        if self.loss == "numeric" and self.numeric_start == "nearest":
+            start = nearest_neighbours(X, 1, np.inf, name="the numeric loss's initial guess")[:, 0]
+        from joblib import Parallel, delayed
+
+        n, k = len(F), self.n_references_
+        rows = _chunk_rows(k)
+        products = check_memory(self.memory).cache(_predict_products)
+        S, T = self.reference_neighbourhoods_, self.reference_directions_
+
+        def chunk(lo):
+            hi = min(lo + rows, n)
+            rotated, g = products(self.alignment_, P[lo:hi], S, T)
+            D_in = euclidean_distances(F[lo:hi], self.references_)
+            d_c = D_in @ self.coef_c_ + self.intercept_c_
+            d_g = D_in @ self.coef_g_ + self.intercept_g_
+            omega = np.exp(-((g / self.sigma2) ** 2))  # (2.31)
+            if self.loss == "analytic":
+                v = analytic_direction(omega, d_c, rotated)
+            elif self.loss == "sphere":
+                v = sphere_direction(omega, d_c, rotated)
+            else:
+                keep = g <= d_g if self.reference_filter else np.ones_like(g, dtype=bool)
+                keep[~keep.any(axis=1)] = True  # nobody passes: all references
+                v0 = (
+                    start[lo:hi]
+                    if self.numeric_start == "nearest"
+                    else analytic_direction(omega, d_c, rotated)
+                )
+                v = numeric_direction(d_c, g, rotated, self.sigma1, self.sigma2, v0, mask=keep)
+            total = omega.sum(axis=1)
+            return v, (omega * d_g).sum(axis=1) / np.where(total > 0, total, 1.0)
+
+        starts = progress(range(0, n, rows), verbose=self.verbose, desc="OAMLM predict")
+        parts = Parallel(n_jobs=self.n_jobs, prefer="threads")(delayed(chunk)(lo) for lo in starts)
+        v = np.vstack([p[0] for p in parts]) if parts else np.empty((0, 3))
+        u = np.concatenate([p[1] for p in parts]) if parts else np.empty(0)
+        if return_uncertainty:
+            return v, u
         return v
+
+    def score(self, X, y, sample_weight=None):
+        """Minus the force-weighted average angle (degrees) between ``y`` and the predictions."""
+        from ..metrics import weighted_average_angle
+
+        if sample_weight is not None:
+            raise ValueError("sample_weight is not supported; the angle is weighted by |y|²")
+        return -weighted_average_angle(y, self.predict(X))
+
+    # -------------------------------------------------------------- helpers
+    def _features(self, X):
+        F = self.descriptor_.transform(X)
+        return check_array(F, dtype=np.float64, input_name="descriptor output")
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.target_tags.multi_output = True
+        tags.target_tags.single_output = False
+        return tags
+
+
+def _unit_forces(y, n):
+    y = np.asarray(y, dtype=float)
+    if y.shape != (n, 3):
+        raise ValueError(
+            f"y must be the forces of the {n} environments, shape ({n}, 3); got {y.shape}"
+        )
+    if not np.all(np.isfinite(y)):
+        bad = int(np.flatnonzero(~np.isfinite(y).all(axis=1))[0])
+        raise ValueError(f"y must be finite; row {bad} is {y[bad]}")
+    norms = np.linalg.norm(y, axis=1)
+    if np.any(norms == 0):
+        bad = int(np.flatnonzero(norms == 0)[0])
+        raise ValueError(f"y row {bad} is a zero force, which has no direction")
+    return y / norms[:, None]
+
+
+def _chunk_rows(n_references):
+    return max(1, _CHUNK_BYTES // (72 * max(n_references, 1)))
+
+
+def _fit_products(alignment, P, S, T, unit, n_jobs, verbose):
+    """D_c = {ŷ_i · R_ij t̂_j} and D_g = {g_ij}, aligned in row chunks (threads)."""
+    from joblib import Parallel, delayed
+
+    n = len(P)
+    rows = _chunk_rows(len(S))
+
+    def chunk(lo):
+        R, g = alignment.align(P[lo : lo + rows], S)
+        rotated = np.einsum("nkij,kj->nki", R, T)
+        return np.einsum("nki,ni->nk", rotated, unit[lo : lo + rows]), g
+
+    starts = progress(range(0, n, rows), verbose=verbose, desc="OAMLM fit alignments")
+    parts = Parallel(n_jobs=n_jobs, prefer="threads")(delayed(chunk)(lo) for lo in starts)
+    return np.vstack([p[0] for p in parts]), np.vstack([p[1] for p in parts])
+
+
+def _predict_products(alignment, P, S, T):
+    """Rotated reference directions r_j = R_j t̂_j (n, K, 3) and accuracies g (n, K)."""
+    R, g = alignment.align(P, S)
+    return np.einsum("nkij,kj->nki", R, T), g

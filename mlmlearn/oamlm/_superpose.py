@@ -62,10 +62,11 @@ def qcp(X, Y, *, tol=1e-12, max_newton=50):
 
     Same contract as :func:`kabsch`. Newton's method runs from the upper
     bound (G_X + G_Y)/2 to the largest eigenvalue λ of Horn's key matrix
-    until the step is below ``tol`` · λ; the RMSD is that of the rotation found. Compiled
-    with numba; one pair per loop iteration, no allocation inside the loop.
-    Pairs whose largest eigenvalue is multiple (collinear or otherwise
-    degenerate sets, where the quaternion is not unique) go to :func:`kabsch`.
+    until the step is below ``tol`` · λ; the RMSD is that of the rotation found.
+    Compiled with numba; one pair per loop iteration, no allocation inside the
+    loop. Pairs whose largest eigenvalue is multiple (collinear or otherwise
+    degenerate sets, where the quaternion is not unique) are solved by SVD
+    inside the same loop.
 
     Examples
     --------
@@ -79,144 +80,257 @@ def qcp(X, Y, *, tol=1e-12, max_newton=50):
     X, Y = _check_pairs(X, Y)
     R = np.empty((X.shape[0], 3, 3))
     rmsd = np.empty(X.shape[0])
-    degenerate = np.zeros(X.shape[0], dtype=np.bool_)
     X, Y = np.ascontiguousarray(X), np.ascontiguousarray(Y)
-    _qcp_kernel()(X, Y, float(tol), int(max_newton), R, rmsd, degenerate)
-    if degenerate.any():
-        R[degenerate], rmsd[degenerate] = kabsch(X[degenerate], Y[degenerate])
+    _kernels()["pairs"](X, Y, float(tol), int(max_newton), R, rmsd)
     return R, rmsd
 
 
-_KERNEL = None
+def best_alignments(P, S, orders, *, rss=False, tol=1e-12, max_newton=50):
+    """Align every input with every reference under each ordering; keep the best.
+
+    The fused kernel behind :meth:`mlmlearn.oamlm.Alignment.align`: for input
+    ``i``, reference ``j`` and ordering ``o`` the reference points
+    ``S[j, orders[o]]`` are superposed on ``P[i]`` by QCP and scored by the
+    alignment accuracy of eq. (2.25) (mean distance, ``rss=False``) or
+    eq. (2.26) (root of the summed squares over the number of points,
+    ``rss=True``); the ordering with the smallest accuracy wins.
+
+    Parameters
+    ----------
+    P : ndarray of shape (n_inputs, n_points, 3)
+    S : ndarray of shape (n_references, n_points, 3)
+    orders : ndarray of int of shape (n_orderings, n_points)
+        Row permutations of the reference points.
+
+    Returns
+    -------
+    R : ndarray of shape (n_inputs, n_references, 3, 3)
+        Rotations taking reference coordinates into the input's frame.
+    g : ndarray of shape (n_inputs, n_references)
+        The best accuracy (Å).
+    best : ndarray of int of shape (n_inputs, n_references)
+        Index of the winning ordering.
+    """
+    P = np.ascontiguousarray(P, dtype=float)
+    S = np.ascontiguousarray(S, dtype=float)
+    orders = np.ascontiguousarray(orders, dtype=np.int64)
+    n, k = len(P), len(S)
+    R = np.empty((n, k, 3, 3))
+    g = np.empty((n, k))
+    best = np.empty((n, k), dtype=np.int64)
+    _kernels()["all"](P, S, orders, bool(rss), float(tol), int(max_newton), R, g, best)
+    return R, g, best
 
 
-def _qcp_kernel():
-    global _KERNEL
-    if _KERNEL is None:
-        import numba
-
-        _KERNEL = numba.njit(cache=True, nogil=True)(_qcp_loop)
-    return _KERNEL
+_KERNELS = {}
 
 
-def _qcp_loop(X, Y, tol, max_newton, R, rmsd, degenerate):  # pragma: no cover - compiled by numba
-    n_pairs, n_points = X.shape[0], X.shape[1]
-    A = np.empty((4, 4))
-    column = np.empty(4)
-    others = np.array([[1, 2, 3], [0, 2, 3], [0, 1, 3], [0, 1, 2]])
-    for b in range(n_pairs):
-        sxx = sxy = sxz = syx = syy = syz = szx = szy = szz = 0.0
-        g = 0.0
-        for k in range(n_points):
-            x0, x1, x2 = X[b, k, 0], X[b, k, 1], X[b, k, 2]
-            y0, y1, y2 = Y[b, k, 0], Y[b, k, 1], Y[b, k, 2]
-            sxx += x0 * y0
-            sxy += x0 * y1
-            sxz += x0 * y2
-            syx += x1 * y0
-            syy += x1 * y1
-            syz += x1 * y2
-            szx += x2 * y0
-            szy += x2 * y1
-            szz += x2 * y2
-            g += x0 * x0 + x1 * x1 + x2 * x2 + y0 * y0 + y1 * y1 + y2 * y2
-        g *= 0.5
-        n00 = sxx + syy + szz
-        n11 = sxx - syy - szz
-        n22 = -sxx + syy - szz
-        n33 = -sxx - syy + szz
-        n01 = syz - szy
-        n02 = szx - sxz
-        n03 = sxy - syx
-        n12 = sxy + syx
-        n13 = szx + sxz
-        n23 = syz + szy
-        c2 = -2.0 * (
-            sxx * sxx
-            + sxy * sxy
-            + sxz * sxz
-            + syx * syx
-            + syy * syy
-            + syz * syz
-            + szx * szx
-            + szy * szy
-            + szz * szz
-        )
-        c1 = -8.0 * (
-            sxx * (syy * szz - syz * szy)
-            - sxy * (syx * szz - syz * szx)
-            + sxz * (syx * szy - syy * szx)
-        )
-        # det(N) by 2x2 minors of rows (0, 1) and (2, 3)
-        s0 = n00 * n11 - n01 * n01
-        s1 = n00 * n12 - n01 * n02
-        s2 = n00 * n13 - n01 * n03
-        s3 = n01 * n12 - n11 * n02
-        s4 = n01 * n13 - n11 * n03
-        s5 = n02 * n13 - n12 * n03
-        k5 = n22 * n33 - n23 * n23
-        k4 = n12 * n33 - n13 * n23
-        k3 = n12 * n23 - n13 * n22
-        k2 = n02 * n33 - n03 * n23
-        k1 = n02 * n23 - n03 * n22
-        k0 = n02 * n13 - n03 * n12
-        c0 = s0 * k5 - s1 * k4 + s2 * k3 + s3 * k2 - s4 * k1 + s5 * k0
-        lam = g
-        for _ in range(max_newton):
-            lam2 = lam * lam
-            p = (lam2 + c2) * lam2 + c1 * lam + c0
-            dp = 4.0 * lam2 * lam + 2.0 * c2 * lam + c1
-            if dp == 0.0:
-                break
-            step = p / dp
-            lam -= step
-            if abs(step) <= tol * abs(lam):
-                break
-        # quaternion: the largest column of adj(N - lam I); column j holds the
-        # cofactors (-1)^(i+j) det(A without row j and column i)
-        A[0, 0], A[1, 1], A[2, 2], A[3, 3] = n00 - lam, n11 - lam, n22 - lam, n33 - lam
-        A[0, 1] = A[1, 0] = n01
-        A[0, 2] = A[2, 0] = n02
-        A[0, 3] = A[3, 0] = n03
-        A[1, 2] = A[2, 1] = n12
-        A[1, 3] = A[3, 1] = n13
-        A[2, 3] = A[3, 2] = n23
-        best, q0, q1, q2, q3 = -1.0, 1.0, 0.0, 0.0, 0.0
-        for j in range(4):
-            r0, r1, r2 = others[j, 0], others[j, 1], others[j, 2]
-            for i in range(4):
-                k0, k1, k2 = others[i, 0], others[i, 1], others[i, 2]
-                minor = (
-                    A[r0, k0] * (A[r1, k1] * A[r2, k2] - A[r1, k2] * A[r2, k1])
-                    - A[r0, k1] * (A[r1, k0] * A[r2, k2] - A[r1, k2] * A[r2, k0])
-                    + A[r0, k2] * (A[r1, k0] * A[r2, k1] - A[r1, k1] * A[r2, k0])
-                )
-                column[i] = minor if (i + j) % 2 == 0 else -minor
-            norm = column[0] ** 2 + column[1] ** 2 + column[2] ** 2 + column[3] ** 2
-            if norm > best:
-                best, q0, q1, q2, q3 = norm, column[0], column[1], column[2], column[3]
-        # a multiple largest eigenvalue (e.g. collinear sets) leaves adj(A) ~ 0:
-        # flag the pair for the SVD oracle
-        degenerate[b] = not best > 1e-20 * g**6
-        if degenerate[b]:
-            q0, q1, q2, q3 = 1.0, 0.0, 0.0, 0.0
-        else:
-            inv = 1.0 / np.sqrt(best)
-            q0, q1, q2, q3 = q0 * inv, q1 * inv, q2 * inv, q3 * inv
-        R[b, 0, 0] = q0 * q0 + q1 * q1 - q2 * q2 - q3 * q3
-        R[b, 0, 1] = 2.0 * (q1 * q2 - q0 * q3)
-        R[b, 0, 2] = 2.0 * (q1 * q3 + q0 * q2)
-        R[b, 1, 0] = 2.0 * (q1 * q2 + q0 * q3)
-        R[b, 1, 1] = q0 * q0 - q1 * q1 + q2 * q2 - q3 * q3
-        R[b, 1, 2] = 2.0 * (q2 * q3 - q0 * q1)
-        R[b, 2, 0] = 2.0 * (q1 * q3 - q0 * q2)
-        R[b, 2, 1] = 2.0 * (q2 * q3 + q0 * q1)
-        R[b, 2, 2] = q0 * q0 - q1 * q1 - q2 * q2 + q3 * q3
-        # the residual of the rotation itself: exact even where λ is a double root
-        msd = 0.0
-        for k in range(n_points):
-            for i in range(3):
-                d = R[b, i, 0] * X[b, k, 0] + R[b, i, 1] * X[b, k, 1] + R[b, i, 2] * X[b, k, 2]
-                d -= Y[b, k, i]
-                msd += d * d
+def _kernels():
+    """Compile (or load from numba's cache) the kernels on first use."""
+    if not _KERNELS:
+        try:
+            import numba
+        except ImportError as exc:  # pragma: no cover - numba ships with mlmlearn[atoms]
+            raise ImportError(
+                "the OAMLM alignment kernels need numba: pip install 'mlmlearn[atoms]'"
+            ) from exc
+        global _superpose
+        _superpose = numba.njit(cache=True, nogil=True)(_superpose_py)
+        _KERNELS["pairs"] = numba.njit(cache=True, nogil=True)(_pairs_py)
+        _KERNELS["all"] = numba.njit(cache=True, nogil=True)(_all_py)
+    return _KERNELS
+
+
+def compiled_superpose():
+    """The compiled single-pair routine ``(x, y, order, tol, max_newton, R) -> Σ|R x − y|²``,
+    for other compiled kernels (the gold-thiolate core rule)."""
+    _kernels()
+    return _superpose
+
+
+def _superpose(x, y, order, tol, max_newton, R):  # replaced by the compiled version
+    raise RuntimeError("call _kernels() first")
+
+
+def _pairs_py(X, Y, tol, max_newton, R, rmsd):  # pragma: no cover - compiled by numba
+    n_points = X.shape[1]
+    order = np.arange(n_points)
+    for b in range(X.shape[0]):
+        msd = _superpose(X[b], Y[b], order, tol, max_newton, R[b])
         rmsd[b] = np.sqrt(msd / n_points)
+
+
+def _all_py(P, S, orders, rss, tol, max_newton, R, g, best):  # pragma: no cover - numba
+    n_points = P.shape[1]
+    R_try = np.empty((3, 3))
+    for i in range(P.shape[0]):
+        y = P[i]
+        for j in range(S.shape[0]):
+            x = S[j]
+            g_best = np.inf
+            for o in range(orders.shape[0]):
+                order = orders[o]
+                msd = _superpose(x, y, order, tol, max_newton, R_try)
+                if rss:
+                    acc = np.sqrt(msd) / n_points
+                else:
+                    acc = 0.0
+                    for m in range(n_points):
+                        xm = x[order[m]]
+                        d2 = 0.0
+                        for a in range(3):
+                            d = R_try[a, 0] * xm[0] + R_try[a, 1] * xm[1] + R_try[a, 2] * xm[2]
+                            d -= y[m, a]
+                            d2 += d * d
+                        acc += np.sqrt(d2)
+                    acc /= n_points
+                if acc < g_best:
+                    g_best = acc
+                    best[i, j] = o
+                    for a in range(3):
+                        for c in range(3):
+                            R[i, j, a, c] = R_try[a, c]
+            g[i, j] = g_best
+
+
+def _superpose_py(x, y, order, tol, max_newton, R):  # pragma: no cover - compiled by numba
+    """Rotate the points x[order] onto y: writes R, returns Σ|R x − y|²."""
+    n_points = y.shape[0]
+    sxx = sxy = sxz = syx = syy = syz = szx = szy = szz = 0.0
+    g = 0.0
+    for k in range(n_points):
+        xk = x[order[k]]
+        x0, x1, x2 = xk[0], xk[1], xk[2]
+        y0, y1, y2 = y[k, 0], y[k, 1], y[k, 2]
+        sxx += x0 * y0
+        sxy += x0 * y1
+        sxz += x0 * y2
+        syx += x1 * y0
+        syy += x1 * y1
+        syz += x1 * y2
+        szx += x2 * y0
+        szy += x2 * y1
+        szz += x2 * y2
+        g += x0 * x0 + x1 * x1 + x2 * x2 + y0 * y0 + y1 * y1 + y2 * y2
+    g *= 0.5
+    n00 = sxx + syy + szz
+    n11 = sxx - syy - szz
+    n22 = -sxx + syy - szz
+    n33 = -sxx - syy + szz
+    n01 = syz - szy
+    n02 = szx - sxz
+    n03 = sxy - syx
+    n12 = sxy + syx
+    n13 = szx + sxz
+    n23 = syz + szy
+    c2 = -2.0 * (
+        sxx * sxx
+        + sxy * sxy
+        + sxz * sxz
+        + syx * syx
+        + syy * syy
+        + syz * syz
+        + szx * szx
+        + szy * szy
+        + szz * szz
+    )
+    c1 = -8.0 * (
+        sxx * (syy * szz - syz * szy)
+        - sxy * (syx * szz - syz * szx)
+        + sxz * (syx * szy - syy * szx)
+    )
+    # det(N) by 2x2 minors of rows (0, 1) and (2, 3)
+    s0 = n00 * n11 - n01 * n01
+    s1 = n00 * n12 - n01 * n02
+    s2 = n00 * n13 - n01 * n03
+    s3 = n01 * n12 - n11 * n02
+    s4 = n01 * n13 - n11 * n03
+    s5 = n02 * n13 - n12 * n03
+    k5 = n22 * n33 - n23 * n23
+    k4 = n12 * n33 - n13 * n23
+    k3 = n12 * n23 - n13 * n22
+    k2 = n02 * n33 - n03 * n23
+    k1 = n02 * n23 - n03 * n22
+    k0 = n02 * n13 - n03 * n12
+    c0 = s0 * k5 - s1 * k4 + s2 * k3 + s3 * k2 - s4 * k1 + s5 * k0
+    lam = g
+    for _ in range(max_newton):
+        lam2 = lam * lam
+        p = (lam2 + c2) * lam2 + c1 * lam + c0
+        dp = 4.0 * lam2 * lam + 2.0 * c2 * lam + c1
+        if dp == 0.0:
+            break
+        step = p / dp
+        lam -= step
+        if abs(step) <= tol * abs(lam):
+            break
+    # quaternion: the largest column of adj(A), A = N - lam I (symmetric), by
+    # the 2x2-minor (Laplace) expansion of the 4x4 adjugate
+    a00, a11, a22, a33 = n00 - lam, n11 - lam, n22 - lam, n33 - lam
+    a01, a02, a03, a12, a13, a23 = n01, n02, n03, n12, n13, n23
+    s0 = a00 * a11 - a01 * a01
+    s1 = a00 * a12 - a01 * a02
+    s2 = a00 * a13 - a01 * a03
+    s3 = a01 * a12 - a11 * a02
+    s4 = a01 * a13 - a11 * a03
+    s5 = a02 * a13 - a12 * a03
+    k5 = a22 * a33 - a23 * a23
+    k4 = a12 * a33 - a13 * a23
+    k3 = a12 * a23 - a13 * a22
+    k2 = a02 * a33 - a03 * a23
+    k1 = a02 * a23 - a03 * a22
+    k0 = a02 * a13 - a03 * a12
+    b00 = a11 * k5 - a12 * k4 + a13 * k3
+    b10 = -a01 * k5 + a12 * k2 - a13 * k1
+    b20 = a01 * k4 - a11 * k2 + a13 * k0
+    b30 = -a01 * k3 + a11 * k1 - a12 * k0
+    b11 = a00 * k5 - a02 * k2 + a03 * k1
+    b21 = -a00 * k4 + a01 * k2 - a03 * k0
+    b31 = a00 * k3 - a01 * k1 + a02 * k0
+    b22 = a03 * s4 - a13 * s2 + a33 * s0
+    b32 = -a03 * s3 + a13 * s1 - a23 * s0
+    b33 = a02 * s3 - a12 * s1 + a22 * s0
+    best, q0, q1, q2, q3 = b00 * b00 + b10 * b10 + b20 * b20 + b30 * b30, b00, b10, b20, b30
+    norm = b10 * b10 + b11 * b11 + b21 * b21 + b31 * b31
+    if norm > best:
+        best, q0, q1, q2, q3 = norm, b10, b11, b21, b31
+    norm = b20 * b20 + b21 * b21 + b22 * b22 + b32 * b32
+    if norm > best:
+        best, q0, q1, q2, q3 = norm, b20, b21, b22, b32
+    norm = b30 * b30 + b31 * b31 + b32 * b32 + b33 * b33
+    if norm > best:
+        best, q0, q1, q2, q3 = norm, b30, b31, b32, b33
+    if not best > 1e-20 * g**6:
+        # a multiple largest eigenvalue (e.g. collinear sets): the quaternion is
+        # not unique and adj(A) ~ 0; Kabsch by SVD instead
+        H = np.empty((3, 3))
+        H[0, 0], H[0, 1], H[0, 2] = sxx, sxy, sxz
+        H[1, 0], H[1, 1], H[1, 2] = syx, syy, syz
+        H[2, 0], H[2, 1], H[2, 2] = szx, szy, szz
+        U, _, Vt = np.linalg.svd(H)
+        V = Vt.T
+        Ut = U.T
+        R[:, :] = V @ Ut
+        if np.linalg.det(R) < 0:
+            V[:, 2] = -V[:, 2]
+            R[:, :] = V @ Ut
+    else:
+        inv = 1.0 / np.sqrt(best)
+        q0, q1, q2, q3 = q0 * inv, q1 * inv, q2 * inv, q3 * inv
+        R[0, 0] = q0 * q0 + q1 * q1 - q2 * q2 - q3 * q3
+        R[0, 1] = 2.0 * (q1 * q2 - q0 * q3)
+        R[0, 2] = 2.0 * (q1 * q3 + q0 * q2)
+        R[1, 0] = 2.0 * (q1 * q2 + q0 * q3)
+        R[1, 1] = q0 * q0 - q1 * q1 + q2 * q2 - q3 * q3
+        R[1, 2] = 2.0 * (q2 * q3 - q0 * q1)
+        R[2, 0] = 2.0 * (q1 * q3 - q0 * q2)
+        R[2, 1] = 2.0 * (q2 * q3 + q0 * q1)
+        R[2, 2] = q0 * q0 - q1 * q1 - q2 * q2 + q3 * q3
+    # the residual of the rotation itself: exact even where λ is a double root
+    msd = 0.0
+    for k in range(n_points):
+        xk = x[order[k]]
+        for i in range(3):
+            d = R[i, 0] * xk[0] + R[i, 1] * xk[1] + R[i, 2] * xk[2] - y[k, i]
+            msd += d * d
+    return msd

@@ -1,0 +1,436 @@
+"""Paper IV's chemical alignment rules for gold-thiolate clusters (section II C).
+
+Each atom type aligns a few chemically meaningful neighbours instead of all
+orderings of the nearest ones (thesis section 2.3.2, paper IV section II C):
+
+============  ===========================================  =========  ========
+type          points (after the atom itself)               orderings  accuracy
+============  ===========================================  =========  ========
+H             its C, the two other H on that C              2          (2.25)
+C             its S, its three H                            6          (2.25)
+S             its C, its two nearest Au                     2          (2.25)
+Au unit       two blocks (S, the C on S, the other Au on S) 2 (blocks) (2.25)
+Au half-unit  one block                                     1          (2.25)
+Au core       S within 3.0 Å (if any) then Au within 5.0 Å, ≤ 12 neighbours:
+              both with S: (self, S, nearest Au) against (self, S, each
+              neighbour Au) of the reference; otherwise (self, two nearest Au)
+              against ordered pairs of the reference's Au neighbours, the
+              ``n_triangles`` closest by eq. (2.33) aligned. Accuracy (2.26)
+              over nearest-neighbour distances of the larger neighbour set.
+============  ===========================================  =========  ========
+
+A unit-gold model sees half-unit gold too (the types change along MD): a
+half-unit block is aligned with each block of a unit neighbourhood, and the
+accuracy is taken over that one block.
+"""
+
+import numpy as np
+
+from ._alignment import Alignment, MissingNeighboursError, _check_accuracy
+from ._superpose import best_alignments, compiled_superpose
+
+__all__ = ["GoldThiolateAlignment", "GoldThiolateNeighbourhoods"]
+
+H, C, S, UNIT, HALF, CORE_S, CORE = range(7)
+_KIND_NAMES = ("H", "C", "S", "Au_unit", "Au_half_unit", "Au_core (with S)", "Au_core")
+_FAMILY = {
+    H: "H",
+    C: "C",
+    S: "S",
+    UNIT: "Au_unit",
+    HALF: "Au_unit",
+    CORE_S: "Au_core",
+    CORE: "Au_core",
+}
+_MAX_POINTS = 13
+
+
+class GoldThiolateNeighbourhoods:
+    """Neighbourhoods of :class:`GoldThiolateAlignment`: padded points, counts, rule codes.
+
+    ``points`` (n, 13, 3) holds each centre (row 0, at the origin) and its rule's
+    neighbours; ``count`` the rows in use; ``kind`` the rule. Indexing with an
+    integer array or a slice gives a subset.
+    """
+
+    def __init__(self, points, count, kind):
+        self.points, self.count, self.kind = points, count, kind
+
+    def __len__(self):
+        return len(self.kind)
+
+    def __getitem__(self, index):
+        return GoldThiolateNeighbourhoods(self.points[index], self.count[index], self.kind[index])
+
+
+class GoldThiolateAlignment(Alignment):
+    """Paper IV's alignment rules per gold-thiolate atom type.
+
+    One OAMLM is trained per atom family — H, C, S, unit gold (with half-unit
+    gold) or core gold — as in paper IV; aligning environments of different
+    families raises a ``ValueError``.
+
+    Parameters
+    ----------
+    bond_cutoff : float, default=3.0
+        Bond radius (Å) of the atom typing
+        (:func:`~mlmlearn.atoms.gold_thiolate_types`) and of core gold's sulfur.
+    partner_cutoff : float, default=4.0
+        The rules' partners (the C of an H, the two Au of an S, …) are the
+        nearest atoms of their element; farther than this (Å) raises
+        :class:`MissingNeighboursError`. Hot MD frames stretch S–Au bonds past
+        3.0 Å, so partners are not held to the typing radius.
+    core_cutoff : float, default=5.0
+        Neighbour radius (Å) of core gold.
+    n_core_neighbours : int, default=12
+        At most this many core-gold neighbours.
+    n_triangles : int, default=10
+        Reference triangles aligned per pair for core gold without sulfur,
+        chosen by eq. (2.33).
+    accuracy : {"mean", "rss"}, default="mean"
+        Accuracy of the non-core rules, eq. (2.25) or (2.26). Core gold always
+        uses (2.26) over nearest-neighbour distances, as paper IV does.
+
+    Examples
+    --------
+    >>> from mlmlearn.atoms import AtomicEnvironments
+    >>> from mlmlearn.datasets import gold_thiolate_ring
+    >>> ring = AtomicEnvironments(gold_thiolate_ring(4), species="S")
+    >>> P = GoldThiolateAlignment().neighbourhoods(ring)
+    >>> len(P), int(P.count[0])  # S, its C and its two Au
+    (4, 4)
+    >>> R, g = GoldThiolateAlignment().align(P, P)
+    >>> bool(g.diagonal().max() < 1e-6)
+    True
+    """
+
+    def __init__(
+        self,
+        *,
+        bond_cutoff=3.0,
+        partner_cutoff=4.0,
+        core_cutoff=5.0,
+        n_core_neighbours=12,
+        n_triangles=10,
+        accuracy="mean",
+    ):
+        self.bond_cutoff = bond_cutoff
+        self.partner_cutoff = partner_cutoff
+        self.core_cutoff = core_cutoff
+        self.n_core_neighbours = n_core_neighbours
+        self.n_triangles = n_triangles
+        self.accuracy = accuracy
+
+    # --------------------------------------------------------- neighbourhoods
+    def neighbourhoods(self, environments):
+        from ..atoms import gold_thiolate_types
+
+        _check_accuracy(self.accuracy)
+        if not 2 <= int(self.n_core_neighbours) <= _MAX_POINTS - 1:
+            raise ValueError(
+                f"n_core_neighbours={self.n_core_neighbours!r} must be between 2 and "
+                f"{_MAX_POINTS - 1}"
+            )
+        n = len(environments)
+        points = np.zeros((n, _MAX_POINTS, 3))
+        count = np.zeros(n, dtype=np.int64)
+        kind = np.zeros(n, dtype=np.int64)
+        structure, atom = environments.structure_index, environments.atom_index
+        for s in np.unique(structure):
+            atoms = environments.structures[s]
+            if np.any(atoms.pbc):
+                raise ValueError(
+                    f"structure {s} is periodic; the gold-thiolate rules need clusters"
+                )
+            types = gold_thiolate_types(
+                atoms, bond_cutoff=self.bond_cutoff, core_cutoff=self.core_cutoff
+            )
+            rules = _Rules(atoms, types, self, s)
+            for row in np.flatnonzero(structure == s):
+                points[row], count[row], kind[row] = rules(int(atom[row]))
+        return GoldThiolateNeighbourhoods(points, count, kind)
+
+    # ------------------------------------------------------------------ align
+    def align(self, P, S):
+        """Rotations and accuracies of every (input, reference) pair under the rules.
+
+        Parameters
+        ----------
+        P, S : GoldThiolateNeighbourhoods
+            From :meth:`neighbourhoods`, inputs and references.
+
+        Returns
+        -------
+        R : ndarray of shape (len(P), len(S), 3, 3)
+        g : ndarray of shape (len(P), len(S))
+        """
+        _check_accuracy(self.accuracy)
+        families = {_FAMILY[k] for k in np.unique(P.kind)} | {_FAMILY[k] for k in np.unique(S.kind)}
+        if len(families) > 1:
+            raise ValueError(
+                f"GoldThiolateAlignment aligns one atom family per model; got {sorted(families)}. "
+                "Train one OAMLM per atom type (select(atom_types=...))."
+            )
+        n, k = len(P), len(S)
+        R = np.empty((n, k, 3, 3))
+        g = np.empty((n, k))
+        rss = self.accuracy == "rss"
+        for a in np.unique(P.kind):
+            rows = np.flatnonzero(P.kind == a)
+            for b in np.unique(S.kind):
+                cols = np.flatnonzero(S.kind == b)
+                Rab, gab = self._align_kinds(int(a), int(b), P[rows], S[cols], rss)
+                R[np.ix_(rows, cols)] = Rab
+                g[np.ix_(rows, cols)] = gab
+        return R, g
+
+    def _align_kinds(self, a, b, P, S, rss):
+        if a in (CORE, CORE_S):
+            return _align_core(P, S, int(self.n_triangles))
+        if a == b and a != HALF:
+            m = int(P.count[0])
+            orders = _ORDERS[a]
+            Rab, gab, _ = best_alignments(P.points[:, :m], S.points[:, :m], orders, rss=rss)
+            return Rab, gab
+        # half-unit gold against unit or half-unit gold: block against block
+        best_R, best_g = None, None
+        input_blocks = [(0, 1, 2, 3)] if a == HALF else [(0, 1, 2, 3), (0, 4, 5, 6)]
+        reference_blocks = np.array([(0, 1, 2, 3)] if b == HALF else [(0, 1, 2, 3), (0, 4, 5, 6)])
+        for block in input_blocks:
+            Rab, gab, _ = best_alignments(
+                P.points[:, list(block)], S.points, reference_blocks, rss=rss
+            )
+            if best_g is None:
+                best_R, best_g = Rab, gab
+            else:
+                better = gab < best_g
+                best_R[better], best_g[better] = Rab[better], gab[better]
+        return best_R, best_g
+
+
+_ORDERS = {
+    H: np.array([(0, 1, 2, 3), (0, 1, 3, 2)]),
+    C: np.array(
+        [
+            (0, 1, *(2 + np.array(p)))
+            for p in [(0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0)]
+        ]
+    ),
+    S: np.array([(0, 1, 2, 3), (0, 1, 3, 2)]),
+    UNIT: np.array([(0, 1, 2, 3, 4, 5, 6), (0, 4, 5, 6, 1, 2, 3)]),
+}
+
+
+class _Rules:
+    """The neighbour choices of each rule, for the atoms of one structure."""
+
+    def __init__(self, atoms, types, alignment, structure):
+        self.pos = atoms.positions
+        self.symbols = np.asarray(atoms.get_chemical_symbols())
+        self.types = types
+        self.cut = float(alignment.bond_cutoff)
+        self.partner_cut = float(alignment.partner_cutoff)
+        self.core_cut = float(alignment.core_cutoff)
+        self.n_core = int(alignment.n_core_neighbours)
+        self.structure = structure
+        diff = self.pos[None, :, :] - self.pos[:, None, :]
+        self.dist = np.linalg.norm(diff, axis=2)
+        np.fill_diagonal(self.dist, np.inf)
+
+    def nearest(self, i, element, count, *, exclude=(), owner=None, rule=""):
+        """The ``count`` atoms of ``element`` nearest to atom ``i`` (within partner_cutoff)."""
+        d = self.dist[i].copy()
+        d[self.symbols != element] = np.inf
+        d[list(exclude)] = np.inf
+        order = np.argsort(d, kind="stable")[:count]
+        found = int((d[order] <= self.partner_cut).sum())
+        if found < count:
+            owner = i if owner is None else owner
+            where = "" if owner == i else f" of its partner atom {i}"
+            raise MissingNeighboursError(
+                f"atom {owner} ({self.types[owner]}) of structure {self.structure}: {found} "
+                f"{element} within {self.partner_cut} Å{where}; the {rule} rule needs {count}"
+            )
+        return [int(j) for j in order]
+
+    def __call__(self, i):
+        t = self.types[i]
+        if t == "H":
+            (c,) = self.nearest(i, "C", 1, rule="hydrogen")
+            h = self.nearest(c, "H", 2, exclude=[i], owner=i, rule="hydrogen")
+            return self._points(i, [c, *h], H)
+        if t == "C":
+            (s,) = self.nearest(i, "S", 1, rule="carbon")
+            h = self.nearest(i, "H", 3, rule="carbon")
+            return self._points(i, [s, *h], C)
+        if t == "S":
+            (c,) = self.nearest(i, "C", 1, rule="sulfur")
+            au = self.nearest(i, "Au", 2, rule="sulfur")
+            return self._points(i, [c, *au], S)
+        if t in ("Au_unit", "Au_half_unit"):
+            n_blocks = 2 if t == "Au_unit" else 1
+            blocks = []
+            for s in self.nearest(i, "S", n_blocks, rule=t):
+                (c,) = self.nearest(s, "C", 1, owner=i, rule=t)
+                (au,) = self.nearest(s, "Au", 1, exclude=[i], owner=i, rule=t)
+                blocks += [s, c, au]
+            return self._points(i, blocks, UNIT if n_blocks == 2 else HALF)
+        # core gold: S within the bond cutoff first, then the nearest Au within core_cutoff
+        d_s = np.where(self.symbols == "S", self.dist[i], np.inf)
+        first = [int(np.argmin(d_s))] if d_s.min() <= self.cut else []
+        d_au = np.where(self.symbols == "Au", self.dist[i], np.inf)
+        order = np.argsort(d_au, kind="stable")
+        gold = [int(j) for j in order if d_au[j] <= self.core_cut][: self.n_core - len(first)]
+        if len(gold) < 2:
+            raise MissingNeighboursError(
+                f"atom {i} (Au_core) of structure {self.structure} has {len(gold)} Au within "
+                f"{self.core_cut} Å; the core-gold rule needs 2"
+            )
+        return self._points(i, first + gold, CORE_S if first else CORE)
+
+    def _points(self, i, partners, kind):
+        out = np.zeros((_MAX_POINTS, 3))
+        out[1 : 1 + len(partners)] = self.pos[partners] - self.pos[i]
+        return out, 1 + len(partners), kind
+
+
+def _align_core(P, S, n_triangles):
+    n, k = len(P), len(S)
+    R = np.empty((n, k, 3, 3))
+    g = np.empty((n, k))
+    _core_kernel()(
+        np.ascontiguousarray(P.points),
+        P.count,
+        P.kind == CORE_S,
+        np.ascontiguousarray(S.points),
+        S.count,
+        S.kind == CORE_S,
+        max(int(n_triangles), 1),
+        R,
+        g,
+    )
+    return R, g
+
+
+_CORE = []
+
+
+def _core_kernel():
+    if not _CORE:
+        import numba
+
+        global _superpose, _triangle, _nn_accuracy
+        jit = numba.njit(cache=True, nogil=True)
+        _superpose = compiled_superpose()
+        _triangle = jit(_triangle_py)
+        _nn_accuracy = jit(_nn_accuracy_py)
+        _CORE.append(jit(_core_py))
+    return _CORE[0]
+
+
+def _superpose(x, y, order, tol, max_newton, R):  # replaced by the compiled routines
+    raise RuntimeError("call _core_kernel() first")
+
+
+_triangle = _nn_accuracy = _superpose
+
+
+def _triangle_py(a, b, out):  # pragma: no cover - compiled by numba
+    """Sides |a|, |b|, |a − b| and the angles at the centre, at a and at b."""
+    la = np.sqrt(a[0] ** 2 + a[1] ** 2 + a[2] ** 2)
+    lb = np.sqrt(b[0] ** 2 + b[1] ** 2 + b[2] ** 2)
+    lc = np.sqrt((a[0] - b[0]) ** 2 + (a[1] - b[1]) ** 2 + (a[2] - b[2]) ** 2)
+    out[0], out[1], out[2] = la, lb, lc
+    out[3] = np.arccos(min(1.0, max(-1.0, (la * la + lb * lb - lc * lc) / (2 * la * lb))))
+    out[4] = np.arccos(min(1.0, max(-1.0, (la * la + lc * lc - lb * lb) / (2 * la * lc))))
+    out[5] = np.pi - out[3] - out[4]
+
+
+def _nn_accuracy_py(x, nx, y, ny, R):  # pragma: no cover - compiled by numba
+    """Eq. (2.26) over nearest-neighbour distances of the larger neighbour set.
+
+    Reference points x[1:nx] are rotated by R; every neighbour of the larger
+    set is matched to its nearest neighbour in the other set.
+    """
+    total = 0.0
+    big_is_x = nx >= ny
+    n_big = nx if big_is_x else ny
+    n_small = ny if big_is_x else nx
+    for p in range(1, n_big):
+        best = np.inf
+        for q in range(1, n_small):
+            xp = x[p] if big_is_x else x[q]
+            yq = y[q] if big_is_x else y[p]
+            d = 0.0
+            for a in range(3):
+                e = R[a, 0] * xp[0] + R[a, 1] * xp[1] + R[a, 2] * xp[2] - yq[a]
+                d += e * e
+            if d < best:
+                best = d
+        total += best
+    return np.sqrt(total) / n_big
+
+
+def _core_py(P, pc, ps, S, sc, ss, n_tri, R, g):  # pragma: no cover - compiled by numba
+    R_try = np.empty((3, 3))
+    tri0 = np.empty(6)
+    tri = np.empty(6)
+    order = np.zeros(3, dtype=np.int64)
+    cand_u = np.empty(n_tri)
+    cand_p = np.empty(n_tri, dtype=np.int64)
+    cand_q = np.empty(n_tri, dtype=np.int64)
+    y3 = np.zeros((3, 3))
+    for i in range(P.shape[0]):
+        y = P[i]
+        for j in range(S.shape[0]):
+            x = S[j]
+            g_best = np.inf
+            if ps[i] and ss[j]:
+                # (self, S, nearest Au) against (self, S, each Au) of the reference
+                for c in range(3):
+                    y3[0, c], y3[1, c], y3[2, c] = 0.0, y[1, c], y[2, c]
+                for m in range(2, sc[j]):
+                    order[0], order[1], order[2] = 0, 1, m
+                    _superpose(x, y3, order, 1e-12, 50, R_try)
+                    acc = _nn_accuracy(x, sc[j], y, pc[i], R_try)
+                    if acc < g_best:
+                        g_best = acc
+                        R[i, j] = R_try
+            else:
+                a0 = 2 if ps[i] else 1  # the input's two nearest Au
+                for c in range(3):
+                    y3[0, c], y3[1, c], y3[2, c] = 0.0, y[a0, c], y[a0 + 1, c]
+                _triangle(y3[1], y3[2], tri0)
+                n_cand = 0
+                first = 2 if ss[j] else 1  # the reference's Au neighbours
+                for p in range(first, sc[j]):
+                    for q in range(first, sc[j]):
+                        if p == q:
+                            continue
+                        _triangle(x[p], x[q], tri)
+                        u = 0.0  # eq. (2.33)
+                        for t in range(6):
+                            u += (tri[t] - tri0[t]) ** 2
+                        if n_cand < n_tri:
+                            pos = n_cand
+                            n_cand += 1
+                        elif u < cand_u[n_cand - 1]:
+                            pos = n_cand - 1
+                        else:
+                            continue
+                        while pos > 0 and cand_u[pos - 1] > u:  # keep the list sorted
+                            cand_u[pos], cand_p[pos], cand_q[pos] = (
+                                cand_u[pos - 1],
+                                cand_p[pos - 1],
+                                cand_q[pos - 1],
+                            )
+                            pos -= 1
+                        cand_u[pos], cand_p[pos], cand_q[pos] = u, p, q
+                for t in range(n_cand):
+                    order[0], order[1], order[2] = 0, cand_p[t], cand_q[t]
+                    _superpose(x, y3, order, 1e-12, 50, R_try)
+                    acc = _nn_accuracy(x, sc[j], y, pc[i], R_try)
+                    if acc < g_best:
+                        g_best = acc
+                        R[i, j] = R_try
+            g[i, j] = g_best
