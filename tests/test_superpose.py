@@ -71,3 +71,39 @@ def test_bad_shapes():
         qcp(np.zeros((2, 3, 3)), np.zeros((2, 4, 3)))
     with pytest.raises(ValueError, match=r"\(n_pairs, n_points, 3\)"):
         kabsch(np.zeros((2, 3, 2)), np.zeros((2, 3, 2)))
+
+
+@pytest.mark.parametrize("rss", [False, True])
+def test_best_alignments_equal_the_looped_svd_oracle(rss):
+    import itertools
+
+    from mlmlearn.oamlm._superpose import best_alignments
+
+    rng = np.random.default_rng(7)
+    m = 3
+    P = rng.normal(size=(15, m + 1, 3))
+    S = rng.normal(size=(11, m + 1, 3))
+    P[:, 0] = S[:, 0] = 0.0  # centred on the atom
+    orders = np.array([(0, *(1 + np.array(o))) for o in itertools.permutations(range(m))])
+    R, g, best = best_alignments(P, S, orders, rss=rss)
+    for i in range(len(P)):
+        for j in range(len(S)):
+            scores = []
+            for o in orders:
+                R_o, _ = kabsch(S[j, o][None], P[i][None])
+                residual = P[i] - S[j, o] @ R_o[0].T
+                if rss:
+                    scores.append(np.sqrt((residual**2).sum()) / (m + 1))  # eq. (2.26)
+                else:
+                    scores.append(np.linalg.norm(residual, axis=1).sum() / (m + 1))  # eq. (2.25)
+            assert g[i, j] == pytest.approx(min(scores), abs=1e-12)
+            assert best[i, j] == int(np.argmin(scores))
+            residual = P[i] - S[j, orders[best[i, j]]] @ R[i, j].T
+            assert np.linalg.norm(residual) == pytest.approx(
+                np.linalg.norm(
+                    P[i]
+                    - S[j, orders[best[i, j]]]
+                    @ kabsch(S[j, orders[best[i, j]]][None], P[i][None])[0][0].T
+                ),
+                abs=1e-12,
+            )

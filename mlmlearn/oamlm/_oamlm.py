@@ -138,8 +138,8 @@ class OAMLM(MultiOutputMixin, RegressorMixin, BaseEstimator):
     >>> descriptor = make_pipeline(SOAP(n_max=6, l_max=1, r_cut=3.0, sigma=1.0), MinMaxScaler())
     >>> model = OAMLM(descriptor, references=60).fit(train, train.forces)
     >>> directions = model.predict(test)
-    >>> directions.shape
-    (24, 3)
+    >>> directions.shape  # 9 frames × 3 carbons
+    (27, 3)
     >>> bool(-model.score(test, test.forces) < 45)  # degrees, force-weighted
     True
     """
