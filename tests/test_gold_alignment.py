@@ -220,3 +220,42 @@ def test_atom_order_does_not_matter(models):
         np.testing.assert_allclose(
             model.predict(env), reference[key][rows], atol=1e-6, err_msg=str(key)
         )
+
+
+@pytest.mark.parametrize(
+    "estimator",
+    [
+        OAMLM(_descriptor()),
+        OAMLM(_descriptor(), alignment=GoldThiolateAlignment(), loss="numeric", epsilon=1.2),
+        PermutationAlignment(),
+        GoldThiolateAlignment(),
+    ],
+    ids=["OAMLM", "OAMLM-gold", "PermutationAlignment", "GoldThiolateAlignment"],
+)
+def test_scikit_learn_parameter_conventions(estimator):
+    from sklearn.base import clone
+    from sklearn.utils.estimator_checks import (
+        check_get_params_invariance,
+        check_no_attributes_set_in_init,
+        check_parameters_default_constructible,
+    )
+
+    name = type(estimator).__name__
+    check_no_attributes_set_in_init(name, estimator)
+    check_parameters_default_constructible(name, estimator)
+    check_get_params_invariance(name, estimator)
+    assert clone(estimator).get_params(deep=False).keys() == estimator.get_params(deep=False).keys()
+
+
+def test_invalid_parameters_name_themselves(rings):
+    train = AtomicEnvironments(rings[:3], species="S")
+    with pytest.raises(ValueError, match="'loss' parameter"):
+        OAMLM(_descriptor(), loss="cosine").fit(train, train.forces)
+    with pytest.raises(ValueError, match="'sigma2' parameter"):
+        OAMLM(_descriptor(), sigma2=0.0).fit(train, train.forces)
+    with pytest.raises(ValueError, match="accuracy='median'"):
+        OAMLM(_descriptor(), alignment=GoldThiolateAlignment(accuracy="median"), references=5).fit(
+            train, train.forces
+        )
+    with pytest.raises(ValueError, match="too few samples for the references"):
+        OAMLM(_descriptor(), references=100).fit(train, train.forces)
