@@ -82,7 +82,7 @@ def test_rotated_copies_of_references_are_recovered_exactly(propane):
 
 def test_losses_against_oracles():
     rng = np.random.default_rng(1)
-    n, k = 40, 12
+    n, k = 12, 12
     r = rng.normal(size=(n, k, 3))
     r /= np.linalg.norm(r, axis=2, keepdims=True)
     omega, d = rng.random((n, k)), rng.uniform(-1, 1, (n, k))
