@@ -293,3 +293,16 @@ def test_grid_search_over_descriptor_and_sigma2_reuses_descriptors_and_alignment
         cv=GroupKFold(3),
     ).fit(train, train.forces, groups=train.groups)
     np.testing.assert_allclose(plain.cv_results_["mean_test_score"], scores)
+
+
+def test_far_references_do_not_underflow_the_weights(propane):
+    """With σ₂ tiny every ω = exp(−(g/σ₂)²) underflows; (2.32) is scale-free per row."""
+    train = AtomicEnvironments(propane[:20], species="C")
+    test = AtomicEnvironments(propane[30:33], species="C")
+    model = _model(references=20, sigma2=0.5).fit(train, train.forces)
+    wide = model.predict(test)
+    model.set_params(sigma2=1e-4)  # g ≳ 0.03 Å everywhere: exp(−(g/σ₂)²) < 1e-300
+    sharp, u = model.predict(test, return_uncertainty=True)
+    assert np.all(np.isfinite(sharp)) and np.all(np.isfinite(u))
+    np.testing.assert_allclose(np.linalg.norm(sharp, axis=1), 1.0)
+    assert not np.allclose(sharp, wide)

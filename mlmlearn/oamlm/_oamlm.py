@@ -268,13 +268,13 @@ class OAMLM(MultiOutputMixin, RegressorMixin, BaseEstimator):
         uncertainty : ndarray of shape (n_environments,)
             Only with ``return_uncertainty=True``.
         """
+        from joblib import Parallel, delayed
+
         check_is_fitted(self, "coef_c_")
         F = self._features(X)
         P = self.alignment_.neighbourhoods(X)
         if self.loss == "numeric" and self.numeric_start == "nearest":
             start = nearest_neighbours(X, 1, np.inf, name="the numeric loss's initial guess")[:, 0]
-        from joblib import Parallel, delayed
-
         n, k = len(F), self.n_references_
         rows = _chunk_rows(k)
         products = check_memory(self.memory).cache(_predict_products)
@@ -286,7 +286,10 @@ class OAMLM(MultiOutputMixin, RegressorMixin, BaseEstimator):
             D_in = euclidean_distances(F[lo:hi], self.references_)
             d_c = D_in @ self.coef_c_ + self.intercept_c_
             d_g = D_in @ self.coef_g_ + self.intercept_g_
-            omega = np.exp(-((g / self.sigma2) ** 2))  # (2.31)
+            # (2.31), scaled per row by exp(min (g/σ₂)²) so that it cannot underflow to
+            # all zeros; (2.32), the sphere minimiser and the uncertainty are invariant
+            exponent = (g / self.sigma2) ** 2
+            omega = np.exp(-(exponent - exponent.min(axis=1, keepdims=True)))
             if self.loss == "analytic":
                 v = analytic_direction(omega, d_c, rotated)
             elif self.loss == "sphere":
