@@ -363,8 +363,7 @@ def _fit_products(alignment, P, S, T, unit, n_jobs, verbose):
     rows = _chunk_rows(len(S))
 
     def chunk(lo):
-        R, g = alignment.align(P[lo : lo + rows], S)
-        rotated = np.einsum("nkij,kj->nki", R, T)
+        rotated, g = _predict_products(alignment, P[lo : lo + rows], S, T)
         return np.einsum("nki,ni->nk", rotated, unit[lo : lo + rows]), g
 
     starts = progress(range(0, n, rows), verbose=verbose, desc="OAMLM fit alignments")
