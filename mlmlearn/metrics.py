@@ -7,7 +7,7 @@ __all__ = ["weighted_average_angle", "angle_scorer"]
 
 
 def weighted_average_angle(y_true, y_pred):
-    """Mean angle (degrees) between true and predicted directions, weighted by |y_true|².
+    """Mean angle (degrees) between true and predicted directions, weighted by ``|y_true|²``.
 
     Paper IV's measure of direction predictions: small forces, whose
     direction is ill-defined, count little.

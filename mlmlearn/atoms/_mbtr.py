@@ -21,8 +21,8 @@ class MBTR(DescriptorTransformer):
     used in paper II, with its second parameter set
     ``{min, max, n, σ, d, cutoff} = {0, 1.2, 100, 0.045, 0.8, 1e-5}``
     (thesis section 3.2): for every element pair the inverse distances
-    1/|r_i − r_j| are Gaussian-broadened (eq. 2.8), weighted by
-    exp(−d |r_i − r_j|) (eq. 2.7) and sampled on a grid (eq. 2.6).
+    ``1/|r_i − r_j|`` are Gaussian-broadened (eq. 2.8), weighted by
+    ``exp(−d |r_i − r_j|)`` (eq. 2.7) and sampled on a grid (eq. 2.6).
 
     A clonable wrapper around :class:`dscribe.descriptors.MBTR`; every
     parameter is swept like any scikit-learn parameter.

@@ -25,7 +25,7 @@ DEFAULT_WIDTHS = tuple(np.linspace(5.0, 30.0, 10))
 def ricker_wavelet(width, radius):
     """The 2-D Ricker (Mexican hat) wavelet of eq. (2.4) on a (2·radius+1)² pixel grid.
 
-    g(r) = 2 / (√(3β) π^¼) · (1 − (|r|/β)²) · exp(−|r|²/(2β²)), β = ``width`` in pixels.
+    ``g(r) = 2 / (√(3β) π^¼) · (1 − (|r|/β)²) · exp(−|r|²/(2β²))``, β = ``width`` in pixels.
     """
     width = float(width)
     if not (np.isfinite(width) and width > 0):
