@@ -82,6 +82,23 @@ def _check_accuracy(accuracy):
         raise ValueError(f"accuracy={accuracy!r} must be 'mean' (eq. 2.25) or 'rss' (eq. 2.26)")
 
 
+def clusters(environments, name):
+    """``(index, ase.Atoms, rows)`` of each structure the environments come from.
+
+    The alignment rules use neighbours within a cluster or molecule; a periodic
+    structure raises, naming ``name`` (the strategy or rule).
+    """
+    structure = environments.structure_index
+    for s in np.unique(structure):
+        atoms = environments.structures[s]
+        if np.any(atoms.pbc):
+            raise ValueError(
+                f"structure {s} is periodic; {name} handles clusters and molecules "
+                "(no periodic images)"
+            )
+        yield s, atoms, np.flatnonzero(structure == s)
+
+
 def nearest_neighbours(environments, n_neighbors, cutoff, *, name="the alignment"):
     """Vectors (n, n_neighbors, 3) from each centre to its nearest atoms, nearest first.
 
@@ -91,15 +108,8 @@ def nearest_neighbours(environments, n_neighbors, cutoff, *, name="the alignment
     """
     m = int(n_neighbors)
     out = np.zeros((len(environments), m, 3))
-    structure, atom = environments.structure_index, environments.atom_index
-    for s in np.unique(structure):
-        atoms = environments.structures[s]
-        if np.any(atoms.pbc):
-            raise ValueError(
-                f"structure {s} is periodic; the alignment strategies handle clusters and "
-                "molecules (no periodic images)"
-            )
-        rows = np.flatnonzero(structure == s)
+    atom = environments.atom_index
+    for s, atoms, rows in clusters(environments, name):
         centres = atom[rows]
         vectors = atoms.positions[None, :, :] - atoms.positions[centres][:, None, :]
         dist = np.linalg.norm(vectors, axis=2)

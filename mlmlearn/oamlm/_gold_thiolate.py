@@ -26,7 +26,7 @@ accuracy is taken over that one block.
 
 import numpy as np
 
-from ._alignment import Alignment, MissingNeighboursError, _check_accuracy
+from ._alignment import Alignment, MissingNeighboursError, _check_accuracy, clusters
 from ._superpose import best_alignments, compiled_superpose
 
 __all__ = ["GoldThiolateAlignment", "GoldThiolateNeighbourhoods"]
@@ -135,18 +135,13 @@ class GoldThiolateAlignment(Alignment):
         points = np.zeros((n, _MAX_POINTS, 3))
         count = np.zeros(n, dtype=np.int64)
         kind = np.zeros(n, dtype=np.int64)
-        structure, atom = environments.structure_index, environments.atom_index
-        for s in np.unique(structure):
-            atoms = environments.structures[s]
-            if np.any(atoms.pbc):
-                raise ValueError(
-                    f"structure {s} is periodic; the gold-thiolate rules need clusters"
-                )
+        atom = environments.atom_index
+        for s, atoms, rows in clusters(environments, "GoldThiolateAlignment"):
             types = gold_thiolate_types(
                 atoms, bond_cutoff=self.bond_cutoff, core_cutoff=self.core_cutoff
             )
             rules = _Rules(atoms, types, self, s)
-            for row in np.flatnonzero(structure == s):
+            for row in rows:
                 points[row], count[row], kind[row] = rules(int(atom[row]))
         return GoldThiolateNeighbourhoods(points, count, kind)
 
