@@ -32,7 +32,6 @@ from ._superpose import best_alignments, compiled_superpose
 __all__ = ["GoldThiolateAlignment", "GoldThiolateNeighbourhoods"]
 
 H, C, S, UNIT, HALF, CORE_S, CORE = range(7)
-_KIND_NAMES = ("H", "C", "S", "Au_unit", "Au_half_unit", "Au_core (with S)", "Au_core")
 _FAMILY = {
     H: "H",
     C: "C",
