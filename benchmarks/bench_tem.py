@@ -38,7 +38,8 @@ def micrograph(atoms, direction, rng, shape, pixel_size):
     img = ndimage.gaussian_filter(img.astype(float), 1.0)
     img = ndimage.rotate(img, rng.uniform(0, 360), reshape=False, order=1, cval=255)
     img = ndimage.shift(img, rng.uniform(-2, 2, size=2), order=1, cval=255)
-    return np.clip(img + rng.normal(scale=8.0, size=img.shape), 0, 255)
+    img = np.clip(img + rng.normal(scale=8.0, size=img.shape), 0, 255)
+    return np.rint(img).astype(np.uint8)  # an 8-bit micrograph
 
 
 def main():

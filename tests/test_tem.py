@@ -23,7 +23,7 @@ def _blobs(shape=(64, 64), n=6, seed=0):
     image = np.zeros(shape)
     for cy, cx, s in rng.uniform([16, 16, 2], [48, 48, 6], size=(n, 3)):
         image += 255 * np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * s**2))
-    return preprocess_tem_image(255 - np.clip(image, 0, 255))
+    return preprocess_tem_image(1 - np.clip(image, 0, 255) / 255)  # dark blobs, normalised
 
 
 def _cw_ssim_oracle(x, y, widths, k, mask):
@@ -160,7 +160,7 @@ def _micrograph(atoms, direction, rng, shape, pixel_size):
     img = ndimage.rotate(img, rng.uniform(0, 360), reshape=False, order=1, cval=255)
     img = ndimage.shift(img, rng.uniform(-2, 2, size=2), order=1, cval=255)
     img = img + rng.normal(scale=8.0, size=img.shape)
-    return np.clip(img, 0, 255)
+    return np.clip(img, 0, 255) / 255  # a float micrograph, normalised
 
 
 def test_the_analysis_tells_isomers_apart(shared_structures):
@@ -256,3 +256,194 @@ def test_compare_images_equals_the_looped_scan():
                 per_angle.append(np.mean(values))
             assert similarity[e, s] == pytest.approx(max(per_angle), rel=1e-10)
             assert angle[e, s] == np.argmax(per_angle) * 360 / n_rot
+
+
+def _raw_micrograph(seed=0, shape=(64, 64)):
+    """An 8-bit micrograph with grey levels throughout (blurred blobs and noise)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[: shape[0], : shape[1]]
+    dark = np.zeros(shape)
+    for cy, cx, s in rng.uniform([16, 16, 2], [48, 48, 6], size=(6, 3)):
+        dark += 230 * np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * s**2))
+    image = 250 - dark + rng.normal(scale=6.0, size=shape)
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8)
+
+
+def test_one_micrograph_in_any_encoding_preprocesses_the_same():
+    """uint8, 16-bit (×257, and within half an 8-bit level), int16 and [0, 1] float copies.
+
+    preprocess_tem_image quantises to paper I's 256 levels, so every encoding whose
+    error is below half a level gives the identical image and CW-SSIM 1 to rounding
+    (before the dtype was read, the 16-bit copy scored 0.077 and the float one 0.400).
+    """
+    u8 = _raw_micrograph()
+    rng = np.random.default_rng(1)
+    x = u8.astype(np.int64)
+    copies = {
+        "uint16 x257": (x * 257).astype(np.uint16),
+        # any 16-bit value that rounds to the same 8-bit level (|offset| / 257 < 1/2)
+        "uint16 jittered": np.clip(x * 257 + rng.integers(-128, 129, x.shape), 0, 65535).astype(
+            np.uint16
+        ),
+        "int16": np.rint(x * 32767 / 255).astype(np.int16),
+        "float64 [0, 1]": x / 255,
+        "float32 [0, 1]": (x / 255).astype(np.float32),
+        "float jittered": np.clip(x / 255 + rng.uniform(-0.49, 0.49, x.shape) / 255, 0, 1),
+        "list of uint8 rows": [np.asarray(row, dtype=np.uint8) for row in u8],
+    }
+    reference = preprocess_tem_image(u8)
+    assert reference.max() > 200 and np.ptp(reference) > 200  # a real image, not a blank
+    for name, copy in copies.items():
+        got = preprocess_tem_image(copy)
+        np.testing.assert_array_equal(got, reference, err_msg=name)
+        assert cw_ssim(got, reference) == pytest.approx(1.0, abs=1e-12), name
+
+
+def _smooth_float_image(seed=2, shape=(96, 96)):
+    """A normalised image whose grey levels lie off the 8-bit grid."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[: shape[0], : shape[1]]
+    dark = np.zeros(shape)
+    for cy, cx, s in rng.uniform([20, 20, 4], [76, 76, 12], size=(8, 3)):
+        dark += 0.9 * np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * s**2))
+    return np.clip(1 - dark, 0, 1)
+
+
+def test_a_16_bit_image_and_the_float_it_was_rounded_from_preprocess_alike():
+    """65535 = 255·257 with 257 odd: an 8-bit half level is a 16-bit half integer, so the
+    16-bit rounding never crosses an 8-bit rounding edge and the results are identical."""
+    smooth = _smooth_float_image()
+    np.testing.assert_array_equal(
+        preprocess_tem_image(np.rint(smooth * 65535).astype(np.uint16)),
+        preprocess_tem_image(smooth),
+    )
+
+
+def test_a_12_bit_image_matches_its_float_within_the_quantisation_bound():
+    """A 12-bit camera image and the float it was rounded from differ on rounding edges only.
+
+    For b = a + e, CW-SSIM (2.5) of one width is 1 − Σ(Wa − Wb)² / (Σ(Wa)² + Σ(Wb)² + K)
+    (when Σ Wa Wb ≥ 0), and Young's inequality bounds Σ(We)² by ‖kernel‖₁² Σe²: the loss
+    of similarity is bounded by the pixel differences the quantisation leaves.
+    """
+    from mlmlearn.applications.tem import DEFAULT_WIDTHS, comparison_mask
+
+    smooth = _smooth_float_image()
+    a = preprocess_tem_image(smooth)
+    b = preprocess_tem_image(np.rint(smooth * 4095).astype(np.uint16), value_range=(0, 4095))
+    e = a - b
+    assert 0 < np.count_nonzero(e) < 0.02 * e.size  # only pixels on a rounding edge differ
+    mask = comparison_mask(a.shape)
+    w = ricker_transform(np.stack([a, b]))[:, :, mask]
+    radius = min(int(np.ceil(4 * max(DEFAULT_WIDTHS))), max(a.shape) - 1)
+    l1 = np.array([np.abs(ricker_wavelet(width, radius)).sum() for width in DEFAULT_WIDTHS])
+    bound = np.mean(l1**2 * (e**2).sum() / ((w[0] ** 2).sum(-1) + (w[1] ** 2).sum(-1) + 0.01))
+    loss = 1 - cw_ssim(a, b)
+    assert -1e-12 <= loss <= bound, (loss, bound)
+
+
+def test_value_range_reads_cameras_of_any_depth():
+    u8 = _raw_micrograph(seed=4)
+    reference = preprocess_tem_image(u8)
+    twelve_bit = np.rint(u8.astype(float) * 4095 / 255).astype(np.uint16)
+    got = preprocess_tem_image(twelve_bit, value_range=(0, 4095))
+    np.testing.assert_array_equal(got, reference)
+    counts = 100.0 + 3.0 * u8  # float electron counts, not normalised
+    np.testing.assert_array_equal(preprocess_tem_image(counts, value_range=(100, 865)), reference)
+    # beyond the range is clipped to black and white, as a display window
+    window = preprocess_tem_image(np.clip((counts - 400) / 200, 0, 1))
+    np.testing.assert_array_equal(preprocess_tem_image(counts, value_range=(400, 600)), window)
+
+
+def test_comparisons_read_each_integer_image_on_its_own_range():
+    """A list of a uint8 and a uint16 copy is not promoted to one uint16 stack."""
+    u8 = _raw_micrograph(seed=5)
+    similarity, angle = compare_images([u8, u8.astype(np.uint16) * 257], [u8], n_rotations=4)
+    np.testing.assert_allclose(similarity, 1.0, atol=1e-12)
+    np.testing.assert_array_equal(angle, 0.0)
+    assert cw_ssim(u8, u8.astype(np.uint16) * 257) == pytest.approx(1.0, abs=1e-12)
+
+
+_GOOD = np.full((16, 16), 0.5)
+
+
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (lambda: preprocess_tem_image(np.full((8, 8), np.nan)), ValueError, "image must be finite"),
+        (
+            lambda: preprocess_tem_image(np.where(np.eye(8), np.inf, 0.5)),
+            ValueError,
+            r"image must be finite: 8 pixel\(s\).*index \(0, 0\)",
+        ),
+        (lambda: preprocess_tem_image(np.ones(8)), ValueError, "image must be a 2-D grayscale"),
+        (
+            lambda: preprocess_tem_image(np.ones((8, 8, 3), np.uint8)),
+            ValueError,
+            "convert colour images to grayscale",
+        ),
+        (lambda: preprocess_tem_image(np.ones((0, 8))), ValueError, "image is empty"),
+        (
+            lambda: preprocess_tem_image(np.full((8, 8), 200.0)),
+            ValueError,
+            r"image is a float image with values in \[200, 200\].*value_range",
+        ),
+        (
+            lambda: preprocess_tem_image(np.full((8, 8), -0.1)),
+            ValueError,
+            r"image is a float image with values in \[-0.1, -0.1\]",
+        ),
+        (
+            lambda: preprocess_tem_image(np.full((8, 8), -5, np.int16)),
+            ValueError,
+            r"image has negative values \(min -5\) in a int16 image",
+        ),
+        (
+            lambda: preprocess_tem_image(np.full((8, 8), 7, np.int64)),
+            ValueError,
+            "image has dtype int64",
+        ),
+        (lambda: preprocess_tem_image([[1, 2], [3, 4]]), ValueError, "image has dtype int64"),
+        (
+            lambda: preprocess_tem_image(np.ones((8, 8), complex)),
+            TypeError,
+            "image must be a real-valued grayscale image, got dtype complex128",
+        ),
+        (
+            lambda: preprocess_tem_image(_GOOD, value_range=(1, 1)),
+            ValueError,
+            "value_range=",
+        ),
+        (lambda: preprocess_tem_image(_GOOD, value_range=3), ValueError, "value_range=3"),
+        (lambda: cw_ssim(_GOOD, np.full((16, 16), np.nan)), ValueError, "image_y must be finite"),
+        (
+            lambda: cw_ssim(np.ones((16, 16), np.uint64), _GOOD),
+            ValueError,
+            "image_x has dtype uint64",
+        ),
+        (
+            lambda: compare_images([_GOOD, np.full((16, 16), np.inf)], [_GOOD]),
+            ValueError,
+            r"experimental\[1\] must be finite",
+        ),
+        (
+            lambda: compare_images([_GOOD], [_GOOD, np.ones((16, 17))]),
+            ValueError,
+            "simulated holds images of different shapes",
+        ),
+        (
+            lambda: compare_images(_GOOD, np.ones((2, 2, 16, 16))),
+            ValueError,
+            "simulated must be a stack",
+        ),
+        (lambda: compare_images(np.ones((0, 16, 16)), _GOOD), ValueError, "experimental holds no"),
+        (
+            lambda: ricker_transform(np.ones((16, 16), np.int32)),
+            ValueError,
+            "images has dtype int32",
+        ),
+    ],
+)
+def test_bad_images_are_refused_naming_the_argument(call, error, match):
+    with pytest.raises(error, match=match):
+        call()

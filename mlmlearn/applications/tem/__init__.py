@@ -11,6 +11,10 @@ other::
     similarity, angle = compare_images(experimental, simulated)
     scores = relative_scores(similarity)
 
+Micrographs are read by dtype and range (:func:`preprocess_tem_image`): 8- and 16-bit
+integer images on their dtype's range, float images as normalised to [0, 1], anything
+else only with an explicit ``value_range=(black, white)``; ambiguous inputs are refused.
+
 Simulated images have no saturation, experimental ones do (thick regions absorb the
 whole beam, thesis figure 2.1). Model it with ``simulate_tem_image(..., saturation=)``.
 In a synthetic check (Au25 micrographs saturated at 60 % of the peak, blurred, noisy,

@@ -6,7 +6,7 @@ import numpy as np
 from scipy import fft
 
 from ..._progress import progress
-from ._images import _radius_grid, check_image
+from ._images import _radius_grid, check_image, image_intensities
 
 __all__ = [
     "DEFAULT_WIDTHS",
@@ -52,6 +52,9 @@ def ricker_transform(images, widths=DEFAULT_WIDTHS, *, truncate=4.0):
     Parameters
     ----------
     images : array-like of shape (n_images, rows, cols) or (rows, cols)
+        Float images are transformed as they are (normally the output of
+        :func:`preprocess_tem_image`, on its 0–255 scale); integer images are
+        first read on their dtype's range as there (uint16 65535 → 255).
     widths : sequence of float, default=DEFAULT_WIDTHS
         Wavelet widths β in pixels.
     truncate : float, default=4.0
@@ -62,6 +65,13 @@ def ricker_transform(images, widths=DEFAULT_WIDTHS, *, truncate=4.0):
     Returns
     -------
     coefficients : ndarray of shape (n_images, n_widths, rows, cols)
+
+    Raises
+    ------
+    ValueError
+        If ``images`` is not one or a stack of 2-D images, is empty, has NaN or
+        infinite pixels, or has an integer dtype without an image range (see
+        :func:`preprocess_tem_image`); if a width is not positive.
     """
     images = _check_stack(images, "images")
     widths = _check_widths(widths)
@@ -162,7 +172,10 @@ def cw_ssim(image_x, image_y, *, widths=DEFAULT_WIDTHS, k=0.01, mask=None):
     Parameters
     ----------
     image_x, image_y : array-like of shape (rows, cols)
-        Preprocessed images of the same size.
+        Images of the same size, preprocessed alike (:func:`preprocess_tem_image`:
+        raw micrographs of different dtypes or ranges are not on one scale).
+        Float images are compared as they are; integer images are read on
+        their dtype's range onto the 0–255 scale of the preprocessed ones.
     widths : sequence of float, default=DEFAULT_WIDTHS
     k : float, default=0.01
         The stabilising constant K.
@@ -173,6 +186,13 @@ def cw_ssim(image_x, image_y, *, widths=DEFAULT_WIDTHS, k=0.01, mask=None):
     -------
     similarity : float
         1 for identical images.
+
+    Raises
+    ------
+    ValueError
+        Naming ``image_x`` or ``image_y``: not 2-D, empty, NaN or infinite
+        pixels, an integer dtype without an image range, or different shapes;
+        a mask of the wrong shape or with no pixels.
 
     Examples
     --------
@@ -217,9 +237,12 @@ def compare_images(
     Parameters
     ----------
     experimental : array-like of shape (n_exp, rows, cols)
-        Preprocessed experimental images.
+        Experimental images, preprocessed as the simulated ones
+        (:func:`preprocess_tem_image` reads raw micrographs by dtype and range).
+        Float images are compared as they are; integer images are read on
+        their dtype's range onto the 0–255 scale of the preprocessed ones.
     simulated : array-like of shape (n_sim, rows, cols)
-        Preprocessed simulated images.
+        Simulated images, preprocessed the same way.
     widths : sequence of float, default=DEFAULT_WIDTHS
     n_rotations : int, default=50
     k : float, default=0.01
@@ -236,6 +259,14 @@ def compare_images(
     angle : ndarray of shape (n_exp, n_sim)
         The rotation of the experimental image (degrees, counter-clockwise)
         that gives it.
+
+    Raises
+    ------
+    ValueError
+        Naming ``experimental`` or ``simulated``: not a stack of 2-D images,
+        empty, NaN or infinite pixels, an integer dtype without an image
+        range, or images of different sizes; ``n_rotations`` not a positive
+        integer.
     """
     exp = _check_stack(experimental, "experimental")
     sim = _check_stack(simulated, "simulated")
@@ -278,11 +309,23 @@ def compare_images(
 
 
 def _check_stack(images, name):
-    array = np.asarray(images, dtype=float)
+    """A non-empty stack of preprocessed images (one 2-D image is a stack of one).
+
+    A sequence of images is read image by image, so each keeps its own dtype's
+    range (numpy would promote a list of uint8 and uint16 images to uint16).
+    """
+    if not isinstance(images, np.ndarray) and len(images) and np.ndim(images[0]) == 2:
+        stack = [
+            image_intensities(image, f"{name}[{i}]", floats="as is")
+            for i, image in enumerate(images)
+        ]
+        shapes = sorted({image.shape for image in stack})
+        if len(shapes) > 1:
+            raise ValueError(f"{name} holds images of different shapes {shapes}")
+        return np.stack(stack)
+    array = np.asarray(images)
     if array.ndim == 2:
         array = array[None]
-    if array.ndim != 3 or array.shape[0] == 0:
-        raise ValueError(f"{name} must be a stack of 2-D images, got shape {array.shape}")
-    if not np.all(np.isfinite(array)):
-        raise ValueError(f"{name} images must be finite")
-    return array
+    if array.ndim == 3 and array.shape[0] == 0:
+        raise ValueError(f"{name} holds no images (shape {array.shape})")
+    return image_intensities(array, name, ndim=3, floats="as is")
