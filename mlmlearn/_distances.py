@@ -6,42 +6,72 @@ They are computed with the BLAS expansion ``||x||² - 2 x·q + ||q||²`` in row
 blocks sized by ``sklearn.get_config()["working_memory"]``, and the entries where
 that expansion loses its relative accuracy (near-coincident points, where the
 three terms cancel) are recomputed directly from the difference vectors, so
-that the distance of a point to an identical copy is exactly ``0.0``.
+that the distance of a point to an identical copy is exactly ``0.0``. Empty
+inputs, single rows and budgets smaller than one row are all valid.
 """
+
+import operator
 
 import numpy as np
 from sklearn import get_config
-from sklearn.utils import gen_batches
 
 __all__ = ["euclidean_distances", "row_chunks"]
 
-# Entries with d² below this fraction of ||x||² + ||q||² are recomputed exactly.
-# The expansion's absolute error is a few ulps of ||x||² + ||q||²; with this
-# threshold every entry kept from the expansion has a relative error in d² below
-# about 1e-7 (in d about 5e-8).
+# Entries with d² below this fraction of ||x||² + ||q||² are recomputed from the
+# differences. Error bound (p features, ε machine epsilon, any BLAS summation
+# order): the expansion gives |d̂² - d²| ≤ (p + 2)·ε·(||x||² + ||q||²) — the dot
+# product and both norms γ_p each, two additions — so an entry kept from it
+# (d̂² above the threshold) has a relative error in d below (p + 2)·ε / (2·1e-8),
+# about (p + 2)·5.6e-9 at worst and typically √p times less. A recomputed entry
+# has a relative error below (p/2 + 3)·ε, and identical rows give exactly 0.
+# Different row blocks (working_memory) agree within these bounds, not bitwise:
+# BLAS rounds a product differently for different block shapes.
 _RECOMPUTE_RTOL = 1e-8
 
 
 def row_chunks(n_rows, row_bytes, working_memory=None):
     """Slices of ``range(n_rows)`` whose temporaries fit in the working memory.
 
+    Every row is covered exactly once, in order. Zero rows give no slices, and a
+    budget smaller than one row still gives slices of one row, so callers need
+    no special case for empty inputs, single rows or tiny budgets.
+
     Parameters
     ----------
     n_rows : int
-        Number of rows to process.
+        Number of rows to process, ``>= 0``.
     row_bytes : int
-        Bytes of temporary memory one row needs.
+        Bytes of temporary memory one row needs (values below 1 count as 1).
     working_memory : float, default=None
         Budget in MiB; ``None`` takes ``sklearn.get_config()["working_memory"]``.
 
     Returns
     -------
-    generator of slice
+    iterator of slice
+        Contiguous, non-empty slices ``slice(start, stop)`` in increasing order.
+
+    Raises
+    ------
+    ValueError
+        If ``n_rows`` is negative.
+
+    Examples
+    --------
+    >>> from mlmlearn._distances import row_chunks
+    >>> list(row_chunks(5, 2**20, working_memory=2))
+    [slice(0, 2, None), slice(2, 4, None), slice(4, 5, None)]
+    >>> list(row_chunks(0, 8))
+    []
     """
+    n_rows = operator.index(n_rows)
+    if n_rows < 0:
+        raise ValueError(f"row_chunks: n_rows={n_rows} must be >= 0")
     if working_memory is None:
         working_memory = get_config()["working_memory"]
-    batch = max(1, int(working_memory * 2**20 // max(int(row_bytes), 1)))
-    return gen_batches(n_rows, min(batch, max(n_rows, 1)))
+    budget = float(working_memory) * 2**20 / max(int(row_bytes), 1)
+    # at least one row per slice; a NaN or infinite budget means one block
+    batch = max(1, n_rows if not budget < n_rows else int(budget))
+    return (slice(start, min(start + batch, n_rows)) for start in range(0, n_rows, batch))
 
 
 def euclidean_distances(X, Y, *, X_norm_squared=None, Y_norm_squared=None, out=None):
@@ -62,7 +92,9 @@ def euclidean_distances(X, Y, *, X_norm_squared=None, Y_norm_squared=None, out=N
     Returns
     -------
     D : ndarray of shape (n_samples, n_references)
-        ``D[i, k] = ||X[i] - Y[k]||``, exactly 0 for identical rows.
+        ``D[i, k] = ||X[i] - Y[k]||``, exactly 0 for identical rows, within the
+        error bound stated beside ``_RECOMPUTE_RTOL`` otherwise. Either count
+        may be 0.
 
     Examples
     --------

@@ -1,0 +1,126 @@
+"""Error bounds derived from the conditioning of a problem, for test tolerances.
+
+Every function returns a bound (never a tuned constant) built from the
+standard rounding model ``fl(a ∘ b) = (a ∘ b)(1 + δ)``, ``|δ| ≤ u = eps/2``,
+and first-order perturbation theory; ``gamma(n) = n·u / (1 - n·u)`` bounds the
+rounding of an n-term sum or dot product in any summation order (Higham,
+*Accuracy and Stability of Numerical Algorithms*, 2nd ed., §3.1). First-order
+bounds carry the factor ``1 / (1 - κε)`` where they apply.
+"""
+
+import numpy as np
+
+EPS = float(np.finfo(np.float64).eps)
+U = EPS / 2
+
+
+def gamma(n):
+    """``n·u / (1 - n·u)``: relative rounding bound of an n-term sum or dot product."""
+    return n * U / (1 - n * U)
+
+
+def distance_bound(X, Y, D):
+    """Elementwise bound on ``|D - D_exact|`` for :func:`mlmlearn._distances.euclidean_distances`.
+
+    ``D`` is the kernel's output. The expansion ``|x|² - 2x·q + |q|²`` has
+    ``|d̂² - d²| ≤ E = (p + 2)·eps·(|x|² + |q|²)`` for p features (the dot product
+    and both norms γ_p each, two additions 2u each on partial sums below
+    ``2(|x|² + |q|²)``), hence ``|d̂ - d| ≤ |d̂² - d²| / d̂`` and ``≤ √E``; the final
+    square root adds ``u·d̂``. Entries recomputed from differences are within
+    ``(p/2 + 3)·eps·d`` (difference u, sum of squares γ_p, square root), which
+    ``(p + 4)·eps·D`` covers. The factor ``1 + (p + 2)·eps`` covers norms
+    computed rather than exact.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    Y = np.asarray(Y, dtype=np.float64)
+    p = X.shape[1]
+    xx = np.einsum("ij,ij->i", X, X)
+    yy = np.einsum("ij,ij->i", Y, Y)
+    E = (p + 2) * EPS * (1 + (p + 2) * EPS) * (xx[:, None] + yy[None, :])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        first = np.where(D > 0, E / np.where(D > 0, D, 1.0), np.inf)
+    return np.minimum(first, np.sqrt(E)) + (p + 4) * EPS * D
+
+
+def oracle_distances(X, Y):
+    """Brute force ``‖X[i] - Y[k]‖`` from the differences, and its error bound.
+
+    The difference is rounded by u per component, the sum of squares by γ_p and
+    the square root by u: relative error at most ``(p/2 + 3)·eps``.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    Y = np.asarray(Y, dtype=np.float64)
+    D = np.linalg.norm(X[:, None, :] - Y[None, :, :], axis=2).reshape(len(X), len(Y))
+    return D, (X.shape[1] / 2 + 3) * EPS * D
+
+
+def ridge_solution_bound(D, Y, beta, W, eD, eY):
+    """Bound on ``‖Ŵ - W_exact‖_F`` for the Cholesky solve of (2.18), one run.
+
+    ``(DᵀD + λI) W = DᵀY`` with ``λ = β/K``. The data carry elementwise errors
+    ``eD`` (the distance kernel) and ``eY`` (target centring); forming ``DᵀD``
+    and ``DᵀY`` adds ``γ_N‖D‖_F²`` and ``γ_N‖D‖_F‖Y‖_F``; Cholesky's backward
+    error is ``K·γ_{3K+1}‖A‖₂`` (Higham Thm 10.4 with ‖|Rᵀ||R|‖ ≤ K‖A‖). Then
+    ``‖ΔW‖ ≤ ‖A⁻¹‖ (‖ΔA‖‖W‖ + ‖ΔB‖) / (1 - ‖A⁻¹‖‖ΔA‖)``.
+    """
+    N, K = D.shape
+    lam = beta / K
+    s = np.linalg.svd(D, compute_uv=False)
+    s_max = s[0]
+    s_min = s[-1] if N >= K else 0.0
+    inv_norm = 1.0 / (s_min**2 + lam)
+    a_norm = s_max**2 + lam
+    nD, nY, fD = np.linalg.norm(eD), np.linalg.norm(eY), np.linalg.norm(D)
+    dA = 2 * s_max * nD + nD**2 + gamma(N) * fD**2 + K * gamma(3 * K + 1) * a_norm
+    dB = nD * np.linalg.norm(Y) + s_max * nY + nD * nY + gamma(N) * fD * np.linalg.norm(Y)
+    denom = 1.0 - inv_norm * dA
+    assert denom > 0.5, "the perturbation is too large for a first-order bound"
+    return inv_norm * (dA * np.linalg.norm(W) + dB) / denom
+
+
+def product_bound(d, ed, W, eW):
+    """Bound on ``|d̂ Ŵ - d W|`` per row (all outputs): data errors and the K-term sums."""
+    K = d.shape[1]
+    absW = np.abs(W).max(axis=1) if W.ndim == 2 else np.abs(W)
+    return (np.linalg.norm(d, axis=1) * eW + ed @ absW
+            + gamma(K) * (np.abs(d) @ absW) + np.linalg.norm(ed, axis=1) * eW)
+
+
+def cubic_root_bound(delta, t, y, e_delta):
+    """Bound on the error of :func:`mlmlearn.multilateration.cubic_multilateration`.
+
+    For every row: ``y`` minimises ``J(y) = Σ((y - t_k)² - δ_k²)²``; centred,
+    ``x = y - t̄`` is a root of ``x³ + px + q`` with ``p = (3Σs² - Σδ²)/K`` and
+    ``q = (Σδ²s - Σs³)/K``, ``s = t - t̄``. Errors ``e_delta`` in δ, the rounding
+    of the sums (γ_{K+2}) and of the centring (``eps·(|t| + |t̄|)`` per s_k)
+    perturb p and q, and ``|Δx| ≤ (|x||Δp| + |Δq|) / |3x² + p|``; the computed
+    root itself satisfies the cubic to its evaluation error ``γ_4(|x|³ + |px| + |q|)``
+    (counted twice: computed and true residual); adding ``t̄`` back costs ``u|y|``.
+    Valid where the chosen minimum is isolated (``3x² + p`` not near 0 and no
+    other minimum of nearly equal J), which the caller checks.
+    """
+    delta = np.atleast_2d(delta)
+    e_delta = np.broadcast_to(e_delta, delta.shape)
+    t = np.asarray(t, dtype=np.float64)
+    K = t.size
+    mean = t.mean()
+    s = t - mean
+    es = EPS * (np.abs(t) + abs(mean)) + gamma(K) * np.abs(t).mean()
+    d2 = delta**2
+    p = (3 * s @ s - d2.sum(axis=1)) / K
+    q = (d2 @ s - (s**2) @ s) / K
+    x = np.asarray(y, dtype=np.float64).ravel() - mean
+    g = gamma(K + 2)
+    dp = (2 * (np.abs(delta) * e_delta).sum(axis=1) + 6 * np.abs(s) @ es
+          + g * (3 * s @ s + d2.sum(axis=1))) / K
+    dq = (2 * (np.abs(delta) * e_delta) @ np.abs(s) + d2 @ es + 3 * (s**2) @ es
+          + g * (d2 @ np.abs(s) + np.abs(s) ** 3 @ np.ones(K))) / K
+    curv = np.abs(3 * x**2 + p)
+    residual = 2 * gamma(4) * (np.abs(x) ** 3 + np.abs(p * x) + np.abs(q))
+    return (np.abs(x) * dp + dq + residual) / curv + U * np.abs(x + mean), p, q
+
+
+def single_real_root(p, q):
+    """Whether ``x³ + px + q`` has one real root (so J has one minimum): the
+    premise under which :func:`cubic_root_bound` is continuous in its data."""
+    return (q / 2) ** 2 + (p / 3) ** 3 > 0
