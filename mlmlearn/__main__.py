@@ -96,10 +96,10 @@ def directions_demo(out=sys.stdout):
     from sklearn.preprocessing import MinMaxScaler
 
     from .atoms import SOAP, AtomicEnvironments
+    from .atoms._neighbors import nearest_neighbors
     from .datasets import load_alkanes
     from .metrics import weighted_average_angle
     from .oamlm import OAMLM
-    from .oamlm._alignment import nearest_neighbours
 
     data = load_alkanes()
     train = [f for f, s in zip(data.frames, data.split, strict=True) if s == "train"][::20]
@@ -118,7 +118,7 @@ def directions_demo(out=sys.stdout):
         model = OAMLM(descriptor, references=400, sigma2=0.5, n_jobs=2).fit(tr, tr.forces)
         elapsed = time.perf_counter() - t0
         angle = weighted_average_angle(te.forces, model.predict(te))
-        nearest = nearest_neighbours(te, 1, np.inf)[:, 0]
+        nearest = nearest_neighbors(te, 1, np.inf)[:, 0]
         baseline = weighted_average_angle(te.forces, nearest)
         print(f"{element:<9}{len(tr):>7}{len(te):>7}{angle:>9.1f}{baseline:>16.1f}{elapsed:>7.1f}",
               file=out)

@@ -2,6 +2,8 @@
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 pytest.importorskip("ase")
 from ase.build import molecule  # noqa: E402
@@ -17,6 +19,7 @@ from mlmlearn.atoms import (  # noqa: E402
     AtomTypingError,
     MissingForcesError,
     gold_thiolate_types,
+    neighbor_list,
 )
 from mlmlearn.datasets import gold_thiolate_ring  # noqa: E402
 
@@ -70,15 +73,178 @@ def test_missing_forces_names_the_structure(structures):
         _ = env.forces
 
 
-def test_neighbours_are_sorted_vectors():
+def test_neighbors_are_sorted_vectors():
     atoms = molecule("C2H6")
     env = AtomicEnvironments(atoms, species="C")
-    hood = env.neighbours(1.6)[0]
+    hood = env.neighbors(1.6)[0]
     np.testing.assert_allclose(hood.vectors, atoms.positions[hood.indices] - atoms.positions[0])
     lengths = np.linalg.norm(hood.vectors, axis=1)
+    np.testing.assert_array_equal(hood.distances, lengths)
     assert np.all(np.diff(lengths) >= 0) and len(hood.indices) == 4  # C and 3 H
-    with pytest.raises(ValueError, match="cutoff"):
-        env.neighbours(-1.0)
+    for bad in (-1.0, 0.0, np.inf, np.nan, "far"):
+        with pytest.raises(ValueError, match="cutoff"):
+            env.neighbors(bad)
+
+
+# ------------------------------------------------------------ the neighbour list
+def _brute_force(atoms, cutoff):
+    """Every (i, j, image) within ``cutoff``, by enumerating enough periodic images."""
+    positions, cell = atoms.positions, np.asarray(atoms.cell)
+    pbc = np.asarray(atoms.pbc)
+    extent = np.linalg.norm(np.ptp(positions, axis=0))  # positions need not lie in the cell
+    reach = []
+    for k in range(3):
+        if not pbc[k]:
+            reach.append(range(1))
+            continue
+        # images along k are needed up to (cutoff + extent) / (the layer spacing along k)
+        normal = np.cross(cell[(k + 1) % 3], cell[(k + 2) % 3])
+        spacing = abs(cell[k] @ normal) / np.linalg.norm(normal)
+        n = int(np.ceil((cutoff + extent) / spacing)) + 1
+        reach.append(range(-n, n + 1))
+    shifts = np.array([(a, b, c) for a in reach[0] for b in reach[1] for c in reach[2]])
+    images = shifts @ cell
+    out = []
+    for i in range(len(atoms)):
+        rows = []
+        for j in range(len(atoms)):
+            v = positions[j] - positions[i] + images
+            keep = np.linalg.norm(v, axis=1) <= cutoff
+            if i == j:
+                keep &= shifts.any(axis=1)
+            rows += [(j, *w) for w in v[keep]]
+        out.append(np.array(sorted(rows)).reshape(-1, 4))
+    return out
+
+
+def _random_structure(seed, pbc):
+    from ase import Atoms
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 9))
+    cell = np.diag(rng.uniform(2.0, 6.0, 3)) + rng.uniform(-1.0, 1.0, (3, 3))
+    positions = rng.uniform(-1.0, 7.0, (n, 3))  # partly outside the cell: not wrapped
+    return Atoms(["C"] * n, positions=positions, cell=cell, pbc=pbc)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    pbc=st.sampled_from([(0, 0, 0), (1, 1, 1), (1, 0, 0), (1, 1, 0)]),
+    cutoff=st.floats(0.5, 7.0),
+)
+def test_neighbor_list_equals_a_brute_force_oracle(seed, pbc, cutoff):
+    """Periodic cells smaller than the cutoff (many images, images of the centre) included."""
+    atoms = _random_structure(seed, np.array(pbc, dtype=bool))
+    nl = neighbor_list(atoms, cutoff)
+    expected = _brute_force(atoms, cutoff)
+    assert len(nl) == len(atoms)
+    for i in range(len(atoms)):
+        index, distance, vector = nl.of(i)
+        assert np.all(np.diff(distance) >= 0), "not nearest first"
+        np.testing.assert_allclose(distance, np.linalg.norm(vector, axis=1), rtol=1e-15)
+        got = np.column_stack([index, vector])
+        got = got[np.lexsort(got.T[::-1])]
+        assert got.shape == expected[i].shape, f"atom {i}: {len(got)} vs {len(expected[i])}"
+        # the same vectors up to the rounding of r_j - r_i + S·cell (cell entries < 7 Å)
+        np.testing.assert_allclose(got, expected[i], rtol=0, atol=1e-12)
+
+
+def test_neighbor_list_of_one_atom_in_a_small_cell_finds_its_images():
+    from ase.build import bulk
+
+    gold = bulk("Au", "fcc", a=4.08)  # one atom: all neighbours are its own images
+    nl = neighbor_list(gold, 3.0)
+    np.testing.assert_allclose(nl.distance, 4.08 / np.sqrt(2), rtol=1e-12)
+    assert nl.counts.tolist() == [12] and set(nl.index.tolist()) == {0}
+    env = AtomicEnvironments(gold)
+    assert env.atom_types.tolist() == ["Au_core"]  # Au neighbours within 5 Å, no S
+
+
+def test_periodic_structure_needs_a_cell():
+    atoms = molecule("CH4")
+    atoms.pbc = True  # no cell
+    with pytest.raises(ValueError, match="structure 0: pbc=.*cell vectors"):
+        AtomicEnvironments(atoms).neighbors(2.0)
+
+
+def test_neighbor_lists_are_computed_once_per_structure_and_shared(monkeypatch):
+    from mlmlearn.atoms import _atom_types, _neighbors
+    from mlmlearn.datasets import load_au25
+    from mlmlearn.oamlm import GoldThiolateAlignment, PermutationAlignment
+
+    calls, typings = [], []
+    build, rules = _neighbors.neighbor_list, _atom_types.types_from_neighbors
+    monkeypatch.setattr(
+        _neighbors, "neighbor_list", lambda atoms, r: calls.append(r) or build(atoms, r)
+    )
+    monkeypatch.setattr(
+        _atom_types,
+        "types_from_neighbors",
+        lambda *args: typings.append(args[2:]) or rules(*args),
+    )
+    frames = load_au25().frames[::300]  # 3 structures
+    env = AtomicEnvironments(frames, atom_types=["Au_core", "S"])
+    assert calls == [5.0] * 3 and len(typings) == 3  # typing: one list of max(3, 5) Å each
+    env.neighbors(3.0)
+    env[::2].neighbors(4.0)
+    env.select(species="S").neighbors(5.0)
+    gold = env.select(atom_types="Au_core")
+    GoldThiolateAlignment().neighborhoods(gold)  # reach 5 Å, typing (3, 5)
+    PermutationAlignment(4).neighborhoods(env)  # cutoff 5 Å
+    _ = env.atom_types, gold.atom_types
+    assert calls == [5.0] * 3 and len(typings) == 3
+    # a larger cutoff is built once per structure and then serves every smaller one
+    GoldThiolateAlignment(core_cutoff=5.5).neighborhoods(gold)
+    env.neighbors(5.5)
+    env.neighbors(3.0)
+    assert calls == [5.0] * 3 + [5.5] * 3
+    assert typings[3:] == [(3.0, 5.5)] * 3  # a new pair of typing cutoffs: typed once more
+    # a pickled copy (joblib workers) does not carry the caches
+    import pickle
+
+    assert pickle.loads(pickle.dumps(env))._store._neighbors == {}
+
+
+def test_typing_selection_and_gold_alignment_agree_for_any_cutoffs():
+    """select(atom_types=...) and GoldThiolateAlignment read the same cached typing."""
+    from mlmlearn.datasets import load_au25, load_gold_thiolate_rings
+    from mlmlearn.oamlm import GoldThiolateAlignment
+    from mlmlearn.oamlm._gold_thiolate import _FAMILY, HALF
+
+    kind_type = {**_FAMILY, HALF: "Au_half_unit"}
+    rings = load_gold_thiolate_rings()
+    frames = load_au25().frames[200::200] + [rings.frames[k] for k in (100, 1500, 2900)]
+    env = AtomicEnvironments(frames, species=["Au", "S"])
+    seen = set()
+    for bond, core in [(3.0, 5.0), (2.45, 5.0), (2.8, 3.2), (3.3, 6.0)]:
+        types = env.gold_thiolate_types(bond_cutoff=bond, core_cutoff=core)
+        seen |= set(types.tolist())
+        alignment = GoldThiolateAlignment(bond_cutoff=bond, core_cutoff=core)
+        P = alignment.neighborhoods(env)
+        np.testing.assert_array_equal([kind_type[k] for k in P.kind], types)
+        for wanted in ("Au_core", "Au_unit", "Au_half_unit"):
+            chosen = env.select(atom_types=wanted, bond_cutoff=bond, core_cutoff=core)
+            np.testing.assert_array_equal(chosen.atom_index, env.atom_index[types == wanted])
+            if len(chosen):
+                kinds = alignment.neighborhoods(chosen).kind
+                assert {kind_type[k] for k in kinds} == {wanted}
+    # the cutoffs matter: all three gold types occur among these settings
+    assert {"Au_core", "Au_unit", "Au_half_unit"} <= seen
+
+
+def test_gold_thiolate_types_of_a_structure_equal_the_function():
+    from mlmlearn.datasets import load_au25
+
+    frames = load_au25().frames[::150]
+    env = AtomicEnvironments(frames)
+    for bond, core in [(3.0, 5.0), (2.6, 4.0)]:
+        expected = np.concatenate(
+            [gold_thiolate_types(a, bond_cutoff=bond, core_cutoff=core) for a in frames]
+        )
+        np.testing.assert_array_equal(
+            env.gold_thiolate_types(bond_cutoff=bond, core_cutoff=core), expected
+        )
 
 
 def test_bad_selection_arguments(structures):

@@ -18,13 +18,13 @@ from mlmlearn.datasets import load_au25, load_gold_thiolate_rings  # noqa: E402
 from mlmlearn.oamlm import (  # noqa: E402
     OAMLM,
     GoldThiolateAlignment,
-    MissingNeighboursError,
+    MissingNeighborsError,
     PermutationAlignment,
 )
 from mlmlearn.oamlm._gold_thiolate import (  # noqa: E402
     CORE,
     CORE_S,
-    GoldThiolateNeighbourhoods,
+    GoldThiolateNeighborhoods,
 )
 from mlmlearn.oamlm._superpose import kabsch  # noqa: E402
 
@@ -46,7 +46,7 @@ def au25_hot():
 
 
 def _rotate(P, rotation):
-    return GoldThiolateNeighbourhoods(P.points @ rotation.T, P.count, P.kind)
+    return GoldThiolateNeighborhoods(P.points @ rotation.T, P.count, P.kind)
 
 
 @pytest.mark.parametrize(
@@ -56,7 +56,7 @@ def _rotate(P, rotation):
 def test_rules_pick_the_chemical_partners_and_recover_rotations(rings, types, n_points):
     env = AtomicEnvironments(rings, atom_types=types)
     alignment = GoldThiolateAlignment()
-    P = alignment.neighbourhoods(env)
+    P = alignment.neighborhoods(env)
     assert np.all(P.count == n_points)
     # partners are at bonding distances: C–H ≈ 1.1, S–C ≈ 1.8, Au–S ≈ 2.3 Å
     first = np.linalg.norm(P.points[:, 1], axis=1)
@@ -74,8 +74,8 @@ def test_orderings_are_the_rules_permutations(rings):
     """A hydrogen whose two partner H are swapped still aligns exactly (2 orderings)."""
     env = AtomicEnvironments(rings[:3], species="H")
     alignment = GoldThiolateAlignment()
-    P = alignment.neighbourhoods(env)
-    swapped = GoldThiolateNeighbourhoods(P.points[:, [0, 1, 3, 2, *range(4, 13)]], P.count, P.kind)
+    P = alignment.neighborhoods(env)
+    swapped = GoldThiolateNeighborhoods(P.points[:, [0, 1, 3, 2, *range(4, 13)]], P.count, P.kind)
     _, g = alignment.align(swapped, P)
     assert g.diagonal().max() < 1e-9
 
@@ -83,7 +83,7 @@ def test_orderings_are_the_rules_permutations(rings):
 def test_core_gold_rule_against_a_brute_force_oracle(au25_hot):
     env = AtomicEnvironments(au25_hot, atom_types=["Au_core"])
     alignment = GoldThiolateAlignment(n_triangles=10)
-    P = alignment.neighbourhoods(env)
+    P = alignment.neighborhoods(env)
     assert set(np.unique(P.kind)) == {CORE, CORE_S}
     assert np.all(P.count <= 13)
     inputs, references = P[::5][:8], P[1::7][:8]
@@ -142,15 +142,15 @@ def test_missing_partner_names_atom_and_rule():
     atoms = Atoms("Au2S", positions=[[-1.5, 0.0, 0.0], [1.5, 0.0, 0.0], [0.0, 1.6, 0.0]])
     env = AtomicEnvironments(atoms, species="S")
     with pytest.raises(
-        MissingNeighboursError, match=r"atom 2 \(S\) of structure 0: 0 C .*sulfur rule"
+        MissingNeighborsError, match=r"atom 2 \(S\) of structure 0: 0 C .*sulfur rule"
     ):
-        GoldThiolateAlignment().neighbourhoods(env)
+        GoldThiolateAlignment().neighborhoods(env)
 
 
 def test_families_are_not_mixed(rings):
     alignment = GoldThiolateAlignment()
-    h = alignment.neighbourhoods(AtomicEnvironments(rings[:1], species="H"))
-    c = alignment.neighbourhoods(AtomicEnvironments(rings[:1], species="C"))
+    h = alignment.neighborhoods(AtomicEnvironments(rings[:1], species="H"))
+    c = alignment.neighborhoods(AtomicEnvironments(rings[:1], species="C"))
     with pytest.raises(ValueError, match=r"one atom family per model; got \['C', 'H'\]"):
         alignment.align(h, c)
 
@@ -253,9 +253,127 @@ def test_invalid_parameters_name_themselves(rings):
         OAMLM(_descriptor(), loss="cosine").fit(train, train.forces)
     with pytest.raises(ValueError, match="'sigma2' parameter"):
         OAMLM(_descriptor(), sigma2=0.0).fit(train, train.forces)
-    with pytest.raises(ValueError, match="accuracy='median'"):
+    with pytest.raises(ValueError, match="'accuracy' parameter of GoldThiolateAlignment"):
         OAMLM(_descriptor(), alignment=GoldThiolateAlignment(accuracy="median"), references=5).fit(
             train, train.forces
         )
     with pytest.raises(ValueError, match="too few samples for the references"):
         OAMLM(_descriptor(), references=100).fit(train, train.forces)
+
+
+# ------------------------------------------------------------------ periodic cells
+def _in_a_periodic_box(atoms, margin=12.0):
+    """``atoms`` in a cubic periodic box, wrapped so that it straddles every face."""
+    box = atoms.copy()
+    size = np.ptp(atoms.positions, axis=0).max() + margin  # no image within 2 × 5 Å + slack
+    box.cell = np.eye(3) * size
+    box.pbc = True
+    box.positions -= atoms.positions.mean(axis=0)  # centred on a corner of the cell
+    box.wrap()
+    assert np.ptp(box.positions, axis=0).min() > 0.5 * size  # really split across the faces
+    return box
+
+
+@pytest.mark.parametrize(
+    "alignment, selection",
+    [
+        (GoldThiolateAlignment(), {"species": "H"}),
+        (GoldThiolateAlignment(), {"species": "C"}),
+        (GoldThiolateAlignment(), {"species": "S"}),
+        (GoldThiolateAlignment(), {"atom_types": "Au_unit"}),
+        (GoldThiolateAlignment(n_core_neighbors=8), {"atom_types": "Au_core"}),
+        (PermutationAlignment(4), {"species": "Au"}),
+    ],
+    ids=["gold-H", "gold-C", "gold-S", "gold-unit", "gold-core", "permutation"],
+)
+def test_a_cluster_in_a_periodic_box_aligns_as_the_free_cluster(au25_hot, alignment, selection):
+    """Neighbour vectors cross the cell faces (minimum image through the neighbour list)."""
+    free = AtomicEnvironments(au25_hot[:2], **selection)
+    boxed = AtomicEnvironments([_in_a_periodic_box(a) for a in au25_hot[:2]], **selection)
+    np.testing.assert_array_equal(boxed.atom_types, free.atom_types)
+    P_free, P_boxed = alignment.neighborhoods(free), alignment.neighborhoods(boxed)
+    points = lambda P: P.points if hasattr(P, "points") else P  # noqa: E731
+    # the same vectors up to the rounding of wrapped coordinates (|r| < 40 Å)
+    np.testing.assert_allclose(points(P_boxed), points(P_free), rtol=0, atol=1e-11)
+    if hasattr(P_free, "kind"):
+        np.testing.assert_array_equal(P_boxed.kind, P_free.kind)
+        np.testing.assert_array_equal(P_boxed.count, P_free.count)
+    references = P_free[::3]
+    R_free, g_free = alignment.align(P_free, references)
+    R_boxed, g_boxed = alignment.align(P_boxed, references)
+    np.testing.assert_allclose(g_boxed, g_free, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(R_boxed, R_free, rtol=0, atol=1e-7)
+
+
+def test_gold_rules_in_a_small_periodic_cell_use_the_images():
+    """A methanethiolate chain whose partners exist only as periodic images."""
+    from ase import Atoms
+
+    # Au–S–Au–S… along x with period 2 × 2.4 Å: each S has its two Au as images
+    chain = Atoms(
+        "AuSCH3",
+        positions=[
+            [0.0, 0.0, 0.0],
+            [2.4, 0.0, 1.0],
+            [2.4, 0.0, 2.82],
+            [2.4, 1.03, 3.18],
+            [3.29, -0.51, 3.18],
+            [1.51, -0.51, 3.18],
+        ],
+        cell=[4.8, 10.0, 10.0],
+        pbc=[True, False, False],
+    )
+    env = AtomicEnvironments(chain, species="S")
+    P = GoldThiolateAlignment().neighborhoods(env)
+    gold = P.points[0, 2:4]  # the two Au partners: the atom at the origin and its image
+    np.testing.assert_allclose(np.sort(gold[:, 0]), [-2.4, 2.4], atol=1e-12)
+    np.testing.assert_allclose(np.linalg.norm(gold, axis=1), np.hypot(2.4, 1.0), rtol=1e-12)
+    unit = AtomicEnvironments(chain, atom_types="Au_unit")
+    P = GoldThiolateAlignment().neighborhoods(unit)
+    assert P.count[0] == 7
+    # the Au on each S other than the centre is the centre's own image, 4.8 Å away
+    np.testing.assert_allclose(np.linalg.norm(P.points[0, [3, 6]], axis=1), 4.8, rtol=1e-12)
+
+
+# ------------------------------------------------------------------ validation
+@pytest.mark.parametrize(
+    "alignment, parameter",
+    [
+        (GoldThiolateAlignment(bond_cutoff=-1.0), "bond_cutoff"),
+        (GoldThiolateAlignment(partner_cutoff="4"), "partner_cutoff"),
+        (GoldThiolateAlignment(n_core_neighbors=13), "n_core_neighbors"),
+        (GoldThiolateAlignment(n_triangles=0), "n_triangles"),
+        (GoldThiolateAlignment(accuracy="median"), "accuracy"),
+        (PermutationAlignment(1), "n_neighbors"),
+        (PermutationAlignment(cutoff=0.0), "cutoff"),
+        (PermutationAlignment(accuracy="max"), "accuracy"),
+    ],
+)
+def test_alignment_parameters_are_validated_in_every_public_method(rings, alignment, parameter):
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    env = AtomicEnvironments(rings[:1], species="S")
+    name = type(alignment).__name__
+    match = f"'{parameter}' parameter of {name}"
+    with pytest.raises(InvalidParameterError, match=match):
+        alignment.neighborhoods(env)
+    P = type(alignment)().neighborhoods(env)
+    with pytest.raises(InvalidParameterError, match=match):
+        alignment.align(P, P)
+
+
+def test_compiled_core_rule_equals_its_pure_python_loop(au25_hot):
+    from mlmlearn.oamlm import _gold_thiolate
+
+    P = GoldThiolateAlignment().neighborhoods(
+        AtomicEnvironments(au25_hot[:1], atom_types="Au_core")
+    )[:3]
+    S = P[::-1]
+    R, g = _gold_thiolate._align_core(P, S, 10)
+    R_py, g_py = np.empty_like(R), np.empty_like(g)
+    # pure Python, with the pure-Python helpers
+    args = (P.points, P.count, P.kind == CORE_S, S.points, S.count, S.kind == CORE_S, 10)
+    _gold_thiolate._core_py(*args, R_py, g_py)
+    np.testing.assert_allclose(g, g_py, atol=1e-12)
+    np.testing.assert_allclose(R, R_py, atol=1e-10)
+    assert _gold_thiolate._superpose is _gold_thiolate._superpose_py

@@ -13,7 +13,7 @@ from sklearn.preprocessing import MinMaxScaler  # noqa: E402
 from mlmlearn.atoms import SOAP, AtomicEnvironments  # noqa: E402
 from mlmlearn.datasets import load_alkanes  # noqa: E402
 from mlmlearn.metrics import weighted_average_angle  # noqa: E402
-from mlmlearn.oamlm import OAMLM, MissingNeighboursError, PermutationAlignment  # noqa: E402
+from mlmlearn.oamlm import OAMLM, MissingNeighborsError, PermutationAlignment  # noqa: E402
 from mlmlearn.oamlm._losses import (  # noqa: E402
     analytic_direction,
     numeric_direction,
@@ -116,8 +116,8 @@ def test_missing_neighbours_name_the_atom():
     from ase import Atoms
 
     env = AtomicEnvironments(Atoms("H2", positions=[[0, 0, 0], [0.74, 0, 0]]))
-    with pytest.raises(MissingNeighboursError, match="atom 0 of structure 0 has 1 neighbours"):
-        PermutationAlignment(2).neighbourhoods(env)
+    with pytest.raises(MissingNeighborsError, match="atom 0 of structure 0 has 1 neighbours"):
+        PermutationAlignment(2).neighborhoods(env)
 
 
 def test_numeric_loss_gradient_and_optimality():
@@ -215,7 +215,7 @@ def test_uncertainty_is_invariant_and_grows_away_from_the_data(propane):
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_huber_training_is_huber_regression_of_the_alignment_products(propane):
     from mlmlearn._distances import euclidean_distances
-    from mlmlearn.robust import huber_regression
+    from mlmlearn._huber import huber_regression
 
     train = AtomicEnvironments(propane[:30], species="C")
     plain = _model(references=30).fit(train, train.forces)
@@ -224,7 +224,7 @@ def test_huber_training_is_huber_regression_of_the_alignment_products(propane):
     # D_c and D_g rebuilt from the public attributes, then one Huber regression
     unit = train.forces / np.linalg.norm(train.forces, axis=1, keepdims=True)
     alignment = robust.alignment_
-    R, g = alignment.align(alignment.neighbourhoods(train), robust.reference_neighbourhoods_)
+    R, g = alignment.align(alignment.neighborhoods(train), robust.reference_neighborhoods_)
     D_c = np.einsum("nkij,kj,ni->nk", R, robust.reference_directions_, unit)
     F = robust.descriptor_.transform(train)
     B, c, _, _ = huber_regression(

@@ -107,3 +107,76 @@ def test_best_alignments_equal_the_looped_svd_oracle(rss):
                 ),
                 abs=1e-12,
             )
+
+
+def test_compiled_loops_equal_their_pure_python_versions():
+    """The loops compile from the module's Python functions, which stay the oracles."""
+    import itertools
+
+    from mlmlearn.oamlm import _superpose
+
+    rng = np.random.default_rng(11)
+    P, S = rng.normal(size=(4, 4, 3)), rng.normal(size=(3, 4, 3))
+    orders = np.array([(0, *(1 + np.array(o))) for o in itertools.permutations(range(3))])
+    compiled = _superpose.best_alignments(P, S, orders)
+    R, g, best = np.empty((4, 3, 3, 3)), np.empty((4, 3)), np.empty((4, 3), dtype=np.int64)
+    _superpose._all_py(P, S, orders, False, 1e-12, 50, R, g, best)  # pure Python throughout
+    np.testing.assert_allclose(compiled[0], R, atol=1e-12)
+    np.testing.assert_allclose(compiled[1], g, atol=1e-12)
+    np.testing.assert_array_equal(compiled[2], best)
+    # compiling rebinds nothing in the module
+    assert _superpose._superpose is _superpose._superpose_py
+
+
+def test_a_cold_compile_from_many_threads_gives_one_set_of_kernels():
+    """Four threads start aligning at once on an empty kernel cache (a first n_jobs > 1 fit)."""
+    import itertools
+    import threading
+
+    from mlmlearn.oamlm import _gold_thiolate, _superpose
+
+    rng = np.random.default_rng(3)
+    P, S = rng.normal(size=(5, 4, 3)), rng.normal(size=(6, 4, 3))
+    P[:, 0] = S[:, 0] = 0.0
+    orders = np.array([(0, *(1 + np.array(o))) for o in itertools.permutations(range(3))])
+    expected = _superpose.best_alignments(P, S, orders)[1]
+    _superpose._compile.cache_clear()
+    _gold_thiolate._compile.cache_clear()
+    n = 4
+    start = threading.Barrier(n)
+    results, errors = [None] * n, []
+
+    def work(k):
+        try:
+            start.wait()
+            kernels = _superpose.kernels()
+            core = _gold_thiolate._core_kernel()
+            _, g, _ = _superpose.best_alignments(P, S, orders)
+            results[k] = (kernels, core, g)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=600)
+    assert not errors, errors
+    assert all(r is not None for r in results)
+    assert all(r[0] is results[0][0] and r[1] is results[0][1] for r in results)
+    for r in results:
+        np.testing.assert_array_equal(r[2], expected)
+
+
+def test_without_numba_the_error_names_the_extra(monkeypatch):
+    import sys
+
+    from mlmlearn.oamlm import _superpose
+
+    monkeypatch.setitem(sys.modules, "numba", None)
+    _superpose._compile.cache_clear()
+    try:
+        with pytest.raises(ModuleNotFoundError, match=r"numba.*pip install \"\.\[atoms\]\""):
+            _superpose.qcp(np.zeros((1, 3, 3)), np.zeros((1, 3, 3)))
+    finally:
+        _superpose._compile.cache_clear()  # the next caller compiles with numba again

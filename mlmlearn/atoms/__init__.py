@@ -1,11 +1,13 @@
-"""Atomistic inputs: atomic environments, gold-thiolate atom types, SOAP and MBTR.
+"""Atomistic inputs: atomic environments, neighbour lists, gold-thiolate atom types, SOAP, MBTR.
 
-Needs ``pip install mlmlearn[atoms]`` (ase, dscribe); they are imported when used.
+Needs mlmlearn's ``atoms`` extra (ase, dscribe, numba; ``pip install ".[atoms]"``
+in the source tree); those packages are imported when used.
 """
 
 from ._atom_types import GOLD_THIOLATE_TYPES, AtomTypingError, gold_thiolate_types
-from ._environments import AtomicEnvironments, MissingForcesError, Neighbourhood
+from ._environments import AtomicEnvironments, MissingForcesError, Neighborhood
 from ._mbtr import MBTR
+from ._neighbors import MissingNeighborsError, NeighborList, neighbor_list
 from ._soap import SOAP
 
 __all__ = [
@@ -14,7 +16,10 @@ __all__ = [
     "GOLD_THIOLATE_TYPES",
     "MBTR",
     "MissingForcesError",
-    "Neighbourhood",
+    "MissingNeighborsError",
+    "Neighborhood",
+    "NeighborList",
     "SOAP",
     "gold_thiolate_types",
+    "neighbor_list",
 ]

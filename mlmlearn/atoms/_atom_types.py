@@ -1,7 +1,7 @@
 """Gold-thiolate atom types (paper IV, section II C).
 
 Gold atoms are classified by their sulfur and gold neighbours within
-``bond_cutoff`` (3.0 Å):
+``bond_cutoff`` (3.0 Å; a neighbour at distance d ≤ cutoff counts):
 
 * **unit** gold — two or more S within the cutoff (Au in an S–Au–S staple);
 * **half-unit** gold — exactly one S and no other Au within the cutoff (a
@@ -15,28 +15,49 @@ Gold atoms are classified by their sulfur and gold neighbours within
 Other elements keep their symbol: ``"S"``, ``"C"``, ``"H"``.
 """
 
+from numbers import Real
+
 import numpy as np
+from sklearn.utils._param_validation import HasMethods, Interval, validate_params
+
+from ._neighbors import neighbor_list
 
 __all__ = ["GOLD_THIOLATE_TYPES", "AtomTypingError", "gold_thiolate_types"]
 
 #: Every label :func:`gold_thiolate_types` can return.
 GOLD_THIOLATE_TYPES = ("Au_core", "Au_unit", "Au_half_unit", "S", "C", "H")
 
+_ELEMENTS = np.array(["Au", "S", "C", "H"])
+
 
 class AtomTypingError(ValueError):
     """An atom matches none of the typing rules (the message names its index)."""
 
 
+@validate_params(
+    {
+        "atoms": [HasMethods(["get_chemical_symbols"])],
+        "bond_cutoff": [Interval(Real, 0, None, closed="neither")],
+        "core_cutoff": [Interval(Real, 0, None, closed="neither")],
+    },
+    prefer_skip_nested_validation=True,
+)
 def gold_thiolate_types(atoms, *, bond_cutoff=3.0, core_cutoff=5.0):
     """Atom types of a gold-thiolate structure as paper IV defines them.
+
+    :class:`~mlmlearn.atoms.AtomicEnvironments` computes the same types once per
+    structure and pair of cutoffs, from its cached neighbour lists
+    (:meth:`~mlmlearn.atoms.AtomicEnvironments.gold_thiolate_types`), and
+    :class:`~mlmlearn.oamlm.GoldThiolateAlignment` reads that cache, so selection
+    and alignment agree whenever they use the same cutoffs.
 
     Parameters
     ----------
     atoms : ase.Atoms
-        Structure with Au, S, C and H only (positions in Å; periodic cells are
-        handled with the minimum-image convention).
+        Structure with Au, S, C and H only (positions in Å). Periodic cells are
+        supported: neighbours are every periodic image within the cutoffs.
     bond_cutoff : float, default=3.0
-        Au–S and Au–Au bond cutoff in Å.
+        Au–S and Au–Au bond cutoff in Å (a neighbour at distance d ≤ cutoff counts).
     core_cutoff : float, default=5.0
         Radius in Å within which a gold atom without sulfur must have another
         gold atom to count as core gold.
@@ -51,6 +72,8 @@ def gold_thiolate_types(atoms, *, bond_cutoff=3.0, core_cutoff=5.0):
     AtomTypingError
         For an element other than Au, S, C, H, or a gold atom matching no rule;
         the message names the atom index.
+    sklearn.utils._param_validation.InvalidParameterError
+        For a cutoff that is not a positive number.
 
     Examples
     --------
@@ -59,25 +82,36 @@ def gold_thiolate_types(atoms, *, bond_cutoff=3.0, core_cutoff=5.0):
     >>> sorted(set(types[:4].tolist()))
     ['Au_unit']
     """
-    symbols = np.array(atoms.get_chemical_symbols())
-    unknown = np.flatnonzero(~np.isin(symbols, ["Au", "S", "C", "H"]))
+    symbols = np.array(atoms.get_chemical_symbols(), dtype="<U2")
+    check_elements(symbols)
+    if not np.any(symbols == "Au"):
+        return symbols.astype(str)
+    nl = neighbor_list(atoms, max(float(bond_cutoff), float(core_cutoff)))
+    return types_from_neighbors(symbols, nl, float(bond_cutoff), float(core_cutoff))
+
+
+def check_elements(symbols):
+    """Raise :class:`AtomTypingError` at the first atom that is not Au, S, C or H."""
+    unknown = np.flatnonzero(~np.isin(symbols, _ELEMENTS))
     if unknown.size:
         i = int(unknown[0])
         raise AtomTypingError(
             f"atom {i} is {symbols[i]}; gold-thiolate typing knows Au, S, C and H only"
         )
+
+
+def types_from_neighbors(symbols, nl, bond_cutoff, core_cutoff):
+    """The typing rules on a neighbour list whose cutoff is at least both cutoffs."""
+    check_elements(symbols)
     types = symbols.astype(object)
     gold = np.flatnonzero(symbols == "Au")
     if gold.size == 0:
         return types.astype(str)
-    sulfur = np.flatnonzero(symbols == "S")
-    distances = atoms.get_all_distances(mic=bool(np.any(atoms.pbc)))
-    d_gold = distances[np.ix_(gold, gold)]
-    d_sulfur = distances[np.ix_(gold, sulfur)]
-    np.fill_diagonal(d_gold, np.inf)
-    n_sulfur = (d_sulfur < bond_cutoff).sum(axis=1)
-    bonded_gold = (d_gold < bond_cutoff).any(axis=1)
-    near_gold = (d_gold < core_cutoff).any(axis=1)
+    centre, other, d = nl.centre, symbols[nl.index], nl.distance
+    n = len(symbols)
+    n_sulfur = np.bincount(centre[(other == "S") & (d <= bond_cutoff)], minlength=n)[gold]
+    bonded_gold = np.bincount(centre[(other == "Au") & (d <= bond_cutoff)], minlength=n)[gold] > 0
+    near_gold = np.bincount(centre[(other == "Au") & (d <= core_cutoff)], minlength=n)[gold] > 0
 
     labels = np.full(gold.size, "", dtype=object)
     labels[n_sulfur >= 2] = "Au_unit"

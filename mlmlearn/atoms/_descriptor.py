@@ -1,10 +1,24 @@
 """What the dscribe-backed transformers share: species, validation, n_jobs, caching."""
 
+from numbers import Integral
+
 import numpy as np
-from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
+from sklearn.utils._param_validation import HasMethods, StrOptions
 from sklearn.utils.validation import check_is_fitted, check_memory
 
+from .._optional import import_optional
+
 __all__ = ["DescriptorTransformer"]
+
+#: Parameters every descriptor shares, validated at fit like an estimator's.
+COMMON_CONSTRAINTS = {
+    "species": [None, str, "array-like"],
+    "periodic": ["boolean"],
+    "dtype": [StrOptions({"float64", "float32"})],
+    "n_jobs": [Integral, None],
+    "memory": [None, str, HasMethods(["cache"])],
+}
 
 
 class DescriptorTransformer(TransformerMixin, BaseEstimator):
@@ -18,9 +32,14 @@ class DescriptorTransformer(TransformerMixin, BaseEstimator):
     """
 
     _feature_prefix = "descriptor"
+    _parameter_constraints: dict = dict(COMMON_CONSTRAINTS)
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
         """Fix the species (given, or those present in ``X``) and build the descriptor.
+
+        The parameters are validated here (``_parameter_constraints``, as
+        scikit-learn estimators do), naming the parameter and its bad value.
 
         Parameters
         ----------
@@ -31,12 +50,14 @@ class DescriptorTransformer(TransformerMixin, BaseEstimator):
         -------
         self
         """
+        self._check_parameters()
         structures = self._structures(X)
         if self.species is None:
+            if not structures:
+                raise ValueError("X has no structures to take the species from; pass species=")
             present = np.unique(np.concatenate([a.numbers for a in structures]))
         else:
-            from ase.data import atomic_numbers
-
+            atomic_numbers = import_optional("ase.data").atomic_numbers
             species = (self.species,) if isinstance(self.species, str) else self.species
             try:
                 present = np.unique(
@@ -46,12 +67,14 @@ class DescriptorTransformer(TransformerMixin, BaseEstimator):
                 raise ValueError(
                     f"species={self.species!r}: {exc.args[0]!r} is not an element"
                 ) from None
-        from ase.data import chemical_symbols
-
+        chemical_symbols = import_optional("ase.data").chemical_symbols
         self.species_ = [chemical_symbols[z] for z in present]
         self.descriptor_ = self._make_descriptor(self.species_)
         self.n_features_out_ = int(self.descriptor_.get_number_of_features())
         return self
+
+    def _check_parameters(self):
+        """Checks across parameters that constraints cannot express (none by default)."""
 
     def _make_descriptor(self, species):
         return self._dscribe_class()(**self._dscribe_kwargs(species))
@@ -65,8 +88,7 @@ class DescriptorTransformer(TransformerMixin, BaseEstimator):
 
     def _check_species(self, structures, which):
         """Raise naming the first structure in ``which`` with an element not in ``species_``."""
-        from ase.data import atomic_numbers
-
+        atomic_numbers = import_optional("ase.data").atomic_numbers
         known = [atomic_numbers[s] for s in self.species_]
         which = list(which)
         if (
@@ -77,8 +99,7 @@ class DescriptorTransformer(TransformerMixin, BaseEstimator):
         for s in which:
             unknown = np.setdiff1d(structures[s].numbers, known)
             if unknown.size:
-                from ase.data import chemical_symbols
-
+                chemical_symbols = import_optional("ase.data").chemical_symbols
                 raise ValueError(
                     f"structure {s} contains {chemical_symbols[unknown[0]]}, which is not in "
                     f"the species fixed at fit ({self.species_}); refit or pass species="

@@ -5,11 +5,18 @@ from collections import namedtuple
 
 import numpy as np
 
-__all__ = ["AtomicEnvironments", "MissingForcesError", "Neighbourhood"]
+from .._optional import import_optional
+from . import _neighbors
 
-#: Neighbours of one centre, nearest first: structure-local ``indices``, atomic
-#: ``numbers`` and ``vectors`` from the centre to each neighbour (Å).
-Neighbourhood = namedtuple("Neighbourhood", ["indices", "numbers", "vectors"])
+__all__ = ["AtomicEnvironments", "MissingForcesError", "Neighborhood"]
+
+#: Neighbours of one centre, nearest first: structure-local ``indices`` (for a
+#: periodic image, the atom it is an image of), atomic ``numbers``, ``distances``
+#: (Å) and ``vectors`` from the centre to each neighbour (Å, periodic image included).
+Neighborhood = namedtuple("Neighborhood", ["indices", "numbers", "distances", "vectors"])
+
+#: Default cutoffs (Å) of the gold-thiolate typing, paper IV section II C.
+BOND_CUTOFF, CORE_CUTOFF = 3.0, 5.0
 
 
 class MissingForcesError(ValueError):
@@ -29,7 +36,8 @@ class _Store:
             np.concatenate([a.numbers for a in structures]) if structures else np.empty(0, int)
         )
         self.groups = groups
-        self._types = None
+        self._types = {}  # (structure, bond_cutoff, core_cutoff) -> types of its atoms
+        self._neighbors = {}  # structure -> NeighborList of the largest cutoff asked for
         self._positions = None
         self._forces = None
         self._missing = None
@@ -40,12 +48,63 @@ class _Store:
             self._positions = _concatenate([a.positions for a in self.structures])
         return self._positions[flat]
 
-    def types(self):
-        if self._types is None:
-            from ._atom_types import gold_thiolate_types
+    def __getstate__(self):
+        # neighbour lists and types are recomputed where needed, not shipped to workers
+        state = self.__dict__.copy()
+        state["_types"], state["_neighbors"] = {}, {}
+        return state
 
-            self._types = np.concatenate([gold_thiolate_types(a) for a in self.structures])
-        return self._types
+    def neighbor_list(self, s, cutoff):
+        """Structure ``s``'s neighbour list within ``cutoff`` Å, computed once and shared.
+
+        One list per structure is kept, of the largest cutoff asked for; a smaller
+        cutoff is read from it.
+        """
+        cutoff = _neighbors.check_cutoff(cutoff)
+        cached = self._neighbors.get(s)
+        if cached is not None and cached.cutoff >= cutoff:
+            return cached.within(cutoff)
+        try:
+            built = _neighbors.neighbor_list(self.structures[s], cutoff)
+        except ValueError as exc:
+            raise ValueError(f"structure {s}: {exc}") from exc
+        self._neighbors[s] = built
+        return built
+
+    def largest_cutoff(self, s):
+        """The cutoff (Å) of structure ``s``'s cached neighbour list, 0 if none."""
+        cached = self._neighbors.get(s)
+        return 0.0 if cached is None else cached.cutoff
+
+    def types_of(self, s, bond_cutoff, core_cutoff):
+        """Gold-thiolate types of structure ``s``'s atoms, computed once per pair of cutoffs."""
+        key = (s, float(bond_cutoff), float(core_cutoff))
+        if key not in self._types:
+            from ._atom_types import AtomTypingError, check_elements, types_from_neighbors
+
+            symbols = np.asarray(self.structures[s].get_chemical_symbols(), dtype="<U2")
+            try:
+                check_elements(symbols)
+                if np.any(symbols == "Au"):
+                    nl = self.neighbor_list(s, max(key[1], key[2]))
+                    types = types_from_neighbors(symbols, nl, key[1], key[2])
+                else:
+                    types = symbols.astype(str)
+            except AtomTypingError as exc:
+                raise AtomTypingError(f"structure {s}: {exc}") from None
+            self._types[key] = types
+        return self._types[key]
+
+    def types(self, flat, bond_cutoff, core_cutoff):
+        """Gold-thiolate types of the atoms ``flat`` (only their structures are typed)."""
+        out = np.empty(len(flat), dtype="<U12")
+        structure = self.structure_of[flat]
+        for s in np.unique(structure):
+            rows = np.flatnonzero(structure == s)
+            out[rows] = self.types_of(int(s), bond_cutoff, core_cutoff)[
+                self.atom_of[flat[rows]]
+            ]
+        return out
 
     def forces(self, flat):
         if self._forces is None:
@@ -111,6 +170,10 @@ class AtomicEnvironments:
     atom_types : str or sequence of str, default=None
         Keep only centres of these gold-thiolate types (see
         :func:`~mlmlearn.atoms.gold_thiolate_types`), e.g. ``"Au_core"``.
+    bond_cutoff, core_cutoff : float, default=3.0, 5.0
+        Cutoffs (Å) of the typing behind ``atom_types``. Give the ones of the
+        :class:`~mlmlearn.oamlm.GoldThiolateAlignment` that will align these
+        environments: both read the same cached typing, so they then agree.
     groups : array-like of shape (n_structures,), default=None
         A label per structure (e.g. the MD run it comes from), for
         :class:`~sklearn.model_selection.GroupKFold`. Defaults to the structure
@@ -136,8 +199,17 @@ class AtomicEnvironments:
     array([0, 0, 0, 0, 1])
     """
 
-    def __init__(self, structures, *, species=None, atom_types=None, groups=None):
-        from ase import Atoms
+    def __init__(
+        self,
+        structures,
+        *,
+        species=None,
+        atom_types=None,
+        bond_cutoff=BOND_CUTOFF,
+        core_cutoff=CORE_CUTOFF,
+        groups=None,
+    ):
+        Atoms = import_optional("ase", purpose="AtomicEnvironments").Atoms
 
         if isinstance(structures, Atoms):
             structures = [structures]
@@ -156,19 +228,40 @@ class AtomicEnvironments:
                 )
         store = _Store(structures, groups)
         self._init(store, np.arange(store.offsets[-1]), root=None)
-        selected = self.select(species=species, atom_types=atom_types)
+        selected = self.select(
+            species=species, atom_types=atom_types, bond_cutoff=bond_cutoff, core_cutoff=core_cutoff
+        )
         self._init(store, selected._flat, root=None)
 
     @classmethod
-    def read(cls, filename, index=":", *, species=None, atom_types=None, groups=None, **kwargs):
+    def read(
+        cls,
+        filename,
+        index=":",
+        *,
+        species=None,
+        atom_types=None,
+        bond_cutoff=BOND_CUTOFF,
+        core_cutoff=CORE_CUTOFF,
+        groups=None,
+        **kwargs,
+    ):
         """Read structures with ASE (e.g. an extxyz trajectory with energies and forces).
 
-        ``index`` and ``kwargs`` go to :func:`ase.io.read`.
+        ``index`` and ``kwargs`` go to :func:`ase.io.read`; the other arguments
+        are the constructor's.
         """
-        from ase.io import read
+        read = import_optional("ase.io", purpose="AtomicEnvironments.read").read
 
         structures = read(filename, index=index, **kwargs)
-        return cls(structures, species=species, atom_types=atom_types, groups=groups)
+        return cls(
+            structures,
+            species=species,
+            atom_types=atom_types,
+            bond_cutoff=bond_cutoff,
+            core_cutoff=core_cutoff,
+            groups=groups,
+        )
 
     def _init(self, store, flat, root):
         self._store = store
@@ -232,14 +325,38 @@ class AtomicEnvironments:
     @property
     def symbols(self):
         """Element symbol of each centre."""
-        from ase.data import chemical_symbols
-
+        chemical_symbols = import_optional("ase.data").chemical_symbols
         return np.array(chemical_symbols, dtype="<U2")[self.numbers]
 
     @property
     def atom_types(self):
-        """Gold-thiolate type of each centre (``"Au_core"``, ``"Au_unit"``, …, ``"H"``)."""
-        return self._store.types()[self._flat]
+        """Gold-thiolate type of each centre (``"Au_core"``, ``"Au_unit"``, …, ``"H"``).
+
+        With the default cutoffs; see :meth:`gold_thiolate_types` for others.
+        """
+        return self.gold_thiolate_types()
+
+    def gold_thiolate_types(self, *, bond_cutoff=BOND_CUTOFF, core_cutoff=CORE_CUTOFF):
+        """Gold-thiolate type of each centre under the given typing cutoffs (Å).
+
+        The types of a structure are computed once per pair of cutoffs, from its
+        cached neighbour list, and shared by every subset of these environments and
+        by :class:`~mlmlearn.oamlm.GoldThiolateAlignment` (which asks with its own
+        ``bond_cutoff`` and ``core_cutoff``). See
+        :func:`~mlmlearn.atoms.gold_thiolate_types` for the rules.
+
+        Returns
+        -------
+        types : ndarray of str of shape (n_environments,)
+
+        Raises
+        ------
+        AtomTypingError
+            Naming the structure and atom that match no rule.
+        """
+        bond_cutoff = _neighbors.check_cutoff(bond_cutoff, "bond_cutoff")
+        core_cutoff = _neighbors.check_cutoff(core_cutoff, "core_cutoff")
+        return self._store.types(self._flat, bond_cutoff, core_cutoff)
 
     @property
     def positions(self):
@@ -263,8 +380,14 @@ class AtomicEnvironments:
 
     # -- selection and geometry -----------------------------------------------
 
-    def select(self, *, species=None, atom_types=None):
+    def select(
+        self, *, species=None, atom_types=None, bond_cutoff=BOND_CUTOFF, core_cutoff=CORE_CUTOFF
+    ):
         """The environments whose centre is one of ``species`` and/or ``atom_types``.
+
+        ``atom_types`` are those of :meth:`gold_thiolate_types` with ``bond_cutoff``
+        and ``core_cutoff`` (Å); pass a :class:`~mlmlearn.oamlm.GoldThiolateAlignment`'s
+        cutoffs to select exactly the atoms it types so.
 
         The result is a new caching root for descriptor transformers with
         ``memory=``: its descriptors are computed (and cached) for its own rows only.
@@ -273,8 +396,7 @@ class AtomicEnvironments:
         if species is not None:
             wanted = _as_tuple(species)
             symbols = self.symbols
-            from ase.data import chemical_symbols
-
+            chemical_symbols = import_optional("ase.data").chemical_symbols
             unknown = [s for s in wanted if s not in chemical_symbols[1:]]
             if unknown:
                 raise ValueError(f"species={species!r}: {unknown[0]!r} is not an element")
@@ -288,35 +410,77 @@ class AtomicEnvironments:
                 raise ValueError(
                     f"atom_types={atom_types!r}: {unknown[0]!r} is not one of {GOLD_THIOLATE_TYPES}"
                 )
-            keep &= np.isin(self.atom_types, wanted)
+            types = self.gold_thiolate_types(bond_cutoff=bond_cutoff, core_cutoff=core_cutoff)
+            keep &= np.isin(types, wanted)
         return self._subset(np.flatnonzero(keep), new_root=True)
 
-    def neighbours(self, cutoff):
+    def neighbors(self, cutoff):
         """Neighbours of every centre within ``cutoff`` Å, nearest first.
+
+        Each structure's full neighbour list is computed once per cutoff (read from
+        a larger cached one when there is one) and shared with the atom typing and
+        the OAMLM's alignment strategies.
+
+        Parameters
+        ----------
+        cutoff : float
+            Radius in Å; neighbours at distance d ≤ cutoff count.
 
         Returns
         -------
-        neighbourhoods : list of Neighbourhood
-            One ``(indices, numbers, vectors)`` per environment; ``vectors``
-            point from the centre to each neighbour (Å, minimum image for
-            periodic cells).
-        """
-        from ase.neighborlist import neighbor_list
+        neighborhoods : list of Neighborhood
+            One ``(indices, numbers, distances, vectors)`` per environment;
+            ``vectors`` point from the centre to each neighbour (Å). In periodic
+            cells every image within the cutoff is a neighbour (images of the
+            centre itself included), so cells smaller than twice the cutoff are
+            handled.
 
-        if not (np.isfinite(cutoff) and cutoff > 0):
-            raise ValueError(f"cutoff={cutoff!r} must be a positive number of Å")
+        Examples
+        --------
+        >>> from ase.build import molecule
+        >>> hood = AtomicEnvironments(molecule("C2H6"), species="C").neighbors(1.6)[0]
+        >>> hood.numbers.tolist(), hood.distances.round(2).tolist()
+        ([1, 1, 1, 6], [1.09, 1.09, 1.09, 1.52])
+        """
+        cutoff = _neighbors.check_cutoff(cutoff)
         out = [None] * len(self)
-        structure, atom = self.structure_index, self.atom_index
-        for s in np.unique(structure):
-            atoms = self.structures[s]
-            i, j, vectors = neighbor_list("ijD", atoms, float(cutoff))
-            order = np.lexsort((np.linalg.norm(vectors, axis=1), i))
-            i, j, vectors = i[order], j[order], vectors[order]
-            start = np.searchsorted(i, np.arange(len(atoms) + 1))
-            for row in np.flatnonzero(structure == s):
-                a, b = start[atom[row]], start[atom[row] + 1]
-                out[row] = Neighbourhood(j[a:b], atoms.numbers[j[a:b]], vectors[a:b])
+        atom = self.atom_index
+        for s, rows in self.structure_rows():
+            numbers = self.structures[s].numbers
+            nl = self._store.neighbor_list(s, cutoff)
+            for row in rows:
+                index, distance, vector = nl.of(atom[row])
+                out[row] = Neighborhood(index, numbers[index], distance, vector)
         return out
+
+    def neighbor_list(self, structure, cutoff):
+        """The full neighbour list of one structure within ``cutoff`` Å (cached, shared).
+
+        Parameters
+        ----------
+        structure : int
+            Index into :attr:`structures`.
+        cutoff : float
+            Radius in Å.
+
+        Returns
+        -------
+        NeighborList
+            Every atom's neighbours, nearest first, with distances and vectors
+            (see :func:`~mlmlearn.atoms.neighbor_list`). Computed once per
+            structure and cutoff; a smaller cutoff is read from a larger cached list.
+        """
+        return self._store.neighbor_list(int(structure), cutoff)
+
+    def structure_rows(self):
+        """Yield ``(structure, rows)``: each structure index and the rows centred in it."""
+        structure = self.structure_index
+        if structure.size == 0:
+            return
+        order = np.argsort(structure, kind="stable")
+        which, starts = np.unique(structure[order], return_index=True)
+        for s, rows in zip(which, np.split(order, starts[1:]), strict=True):
+            yield int(s), rows
 
     def _cache_payload(self):
         """What a cached descriptor of this root depends on (structures and centres)."""

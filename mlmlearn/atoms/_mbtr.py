@@ -1,11 +1,14 @@
 """Many-body tensor representation of whole structures (thesis eqs. 2.6–2.8, paper II)."""
 
 import warnings
+from numbers import Integral, Real
 
 import numpy as np
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from ._descriptor import DescriptorTransformer, stack_rows
+from .._optional import import_optional
+from ._descriptor import COMMON_CONSTRAINTS, DescriptorTransformer, stack_rows
 
 __all__ = ["MBTR"]
 
@@ -16,6 +19,13 @@ _ASE_BREAKS_MBTR = (3, 27)
 
 class MBTR(DescriptorTransformer):
     """Many-body tensor representation, one row per structure.
+
+    MBTR is a global descriptor: it takes a sequence of structures (``ase.Atoms``)
+    and suits per-structure targets such as total energies. It refuses
+    :class:`~mlmlearn.atoms.AtomicEnvironments`, whose samples are atoms: every
+    atom of a structure would get the same row, so a per-atom target could not be
+    learnt. Pass ``environments.structures`` (with one target per structure), or
+    use :class:`SOAP` for per-atom targets.
 
     The default is the k = 2 inverse-distance form with exponential weighting
     used in paper II, with its second parameter set
@@ -71,6 +81,21 @@ class MBTR(DescriptorTransformer):
     """
 
     _feature_prefix = "mbtr"
+    _parameter_constraints: dict = {
+        **COMMON_CONSTRAINTS,
+        "geometry": [
+            StrOptions({"atomic_number", "distance", "inverse_distance", "angle", "cosine"})
+        ],
+        "grid_min": [Real],
+        "grid_max": [Real],
+        "n_grid": [Interval(Integral, 1, None, closed="left")],
+        "sigma": [Interval(Real, 0, None, closed="neither")],
+        "weighting": [StrOptions({"exp", "inverse_square", "unity"})],
+        "scale": [Interval(Real, 0, None, closed="neither")],
+        "threshold": [Interval(Real, 0, None, closed="neither")],
+        "normalize_gaussians": ["boolean"],
+        "normalization": [StrOptions({"none", "l2", "n_atoms", "valle_oganov"})],
+    }
 
     def __init__(
         self,
@@ -107,22 +132,26 @@ class MBTR(DescriptorTransformer):
         self.n_jobs = n_jobs
         self.memory = memory
 
+    def _check_parameters(self):
+        if not self.grid_max > self.grid_min:
+            raise ValueError(
+                f"grid_max={self.grid_max!r} must be larger than grid_min={self.grid_min!r}"
+            )
+
     @staticmethod
     def _dscribe_class():
-        import ase
-
+        ase = import_optional("ase", purpose="MBTR")
         version = tuple(int(p) for p in ase.__version__.split(".")[:2])
         if version >= _ASE_BREAKS_MBTR:
             raise ImportError(
                 f"dscribe's MBTR fails with ase {ase.__version__} (ase >= 3.27 rejects the "
-                "momenta dscribe passes); install 'ase<3.27' (pip install mlmlearn[atoms] pins it)"
+                "momenta dscribe passes); install 'ase<3.27' (mlmlearn's 'atoms' extra pins it: "
+                'pip install ".[atoms]" in the source tree)'
             )
-        from dscribe.descriptors import MBTR as DscribeMBTR
-
-        return DscribeMBTR
+        return import_optional("dscribe.descriptors", purpose="MBTR").MBTR
 
     def _dscribe_kwargs(self, species):
-        if self.weighting in (None, "unity"):
+        if self.weighting == "unity":
             weighting = {"function": "unity"}
         else:
             weighting = {
@@ -149,10 +178,19 @@ class MBTR(DescriptorTransformer):
 
     @staticmethod
     def _structures(X):
-        from ase import Atoms
+        from ._environments import AtomicEnvironments
 
+        Atoms = import_optional("ase", purpose="MBTR").Atoms
         if isinstance(X, Atoms):
             raise TypeError("MBTR takes a sequence of ase.Atoms; wrap one structure in a list")
+        if isinstance(X, AtomicEnvironments):
+            raise TypeError(
+                "MBTR describes whole structures (one row per structure), but X is "
+                f"AtomicEnvironments ({len(X)} atom-centred samples), which would give every atom "
+                "of a structure the same row. For per-structure targets (e.g. energies) pass "
+                "the structures: X.structures or a list of ase.Atoms; for per-atom targets "
+                "use SOAP."
+            )
         structures = list(X)
         for s, atoms in enumerate(structures):
             if not isinstance(atoms, Atoms):
@@ -165,6 +203,7 @@ class MBTR(DescriptorTransformer):
         Parameters
         ----------
         X : sequence of ase.Atoms
+            Not :class:`~mlmlearn.atoms.AtomicEnvironments` (see the class docstring).
 
         Returns
         -------
@@ -195,8 +234,7 @@ def _mbtr_rows(mbtr, structures, n_jobs):
         )
         return np.vstack(parts)
 
-    from ase import Atoms
-
+    Atoms = import_optional("ase", purpose="MBTR").Atoms
     n_features = mbtr.get_number_of_features()
     if not structures:
         return np.empty((0, n_features), dtype=mbtr.dtype)
@@ -211,8 +249,7 @@ def _mbtr_rows(mbtr, structures, n_jobs):
 
 def _mbtr_one(kwargs, numbers, positions, cell, pbc):
     # cached on the parameters and the structure; the descriptor is built on a miss only
-    from ase import Atoms
-    from dscribe.descriptors import MBTR as DscribeMBTR
-
+    Atoms = import_optional("ase", purpose="MBTR").Atoms
+    DscribeMBTR = import_optional("dscribe.descriptors", purpose="MBTR").MBTR
     atoms = Atoms(numbers, positions, cell=cell, pbc=pbc)
     return _mbtr_rows(DscribeMBTR(**kwargs), [atoms], 1)

@@ -1,11 +1,14 @@
 """SOAP power spectra of atomic environments (thesis section 2.2, paper IV eqs. 1–4)."""
 
 import copy
+from numbers import Integral, Real
 
 import numpy as np
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from ._descriptor import DescriptorTransformer, stack_rows
+from .._optional import import_optional
+from ._descriptor import COMMON_CONSTRAINTS, DescriptorTransformer, stack_rows
 from ._environments import AtomicEnvironments
 
 __all__ = ["SOAP"]
@@ -67,6 +70,15 @@ class SOAP(DescriptorTransformer):
     """
 
     _feature_prefix = "soap"
+    _parameter_constraints: dict = {
+        **COMMON_CONSTRAINTS,
+        "r_cut": [Interval(Real, 0, None, closed="neither")],
+        "n_max": [Interval(Integral, 1, None, closed="left")],
+        "l_max": [Interval(Integral, 0, None, closed="left")],
+        "sigma": [Interval(Real, 0, None, closed="neither")],
+        "rbf": [StrOptions({"gto", "polynomial"})],
+        "weighting": [dict, None],
+    }
 
     def __init__(
         self,
@@ -97,9 +109,7 @@ class SOAP(DescriptorTransformer):
 
     @staticmethod
     def _dscribe_class():
-        from dscribe.descriptors import SOAP as DscribeSOAP
-
-        return DscribeSOAP
+        return import_optional("dscribe.descriptors", purpose="SOAP").SOAP
 
     def _dscribe_kwargs(self, species):
         return dict(
@@ -117,8 +127,7 @@ class SOAP(DescriptorTransformer):
 
     @staticmethod
     def _as_environments(X):
-        from ase import Atoms
-
+        Atoms = import_optional("ase", purpose="SOAP").Atoms
         if isinstance(X, AtomicEnvironments):
             return X
         if isinstance(X, Atoms) or (
@@ -185,6 +194,5 @@ def _soap_rows(soap, structures, structure_index, atom_index, n_jobs):
 def _cached_soap_rows(kwargs, fingerprint, structure_index, atom_index, *, structures, n_jobs):
     # cached on (kwargs, fingerprint, centres); the structures themselves are
     # represented by their fingerprint, and the descriptor is built on a miss only
-    from dscribe.descriptors import SOAP as DscribeSOAP
-
+    DscribeSOAP = import_optional("dscribe.descriptors", purpose="SOAP").SOAP
     return _soap_rows(DscribeSOAP(**kwargs), structures, structure_index, atom_index, n_jobs)

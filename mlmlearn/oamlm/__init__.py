@@ -4,7 +4,7 @@
 (:class:`Alignment` and its subclasses), so users can plug in their own.
 """
 
-from ._alignment import Alignment, MissingNeighboursError, PermutationAlignment
+from ._alignment import Alignment, MissingNeighborsError, PermutationAlignment
 from ._gold_thiolate import GoldThiolateAlignment
 from ._oamlm import OAMLM
 
@@ -12,6 +12,6 @@ __all__ = [
     "OAMLM",
     "Alignment",
     "GoldThiolateAlignment",
-    "MissingNeighboursError",
+    "MissingNeighborsError",
     "PermutationAlignment",
 ]

@@ -1,52 +1,65 @@
 """Alignment strategies of the OAMLM: which neighbours, which orderings, which accuracy.
 
-A strategy turns atomic environments into neighbourhood point sets (centre at
-the origin) and aligns input neighbourhoods with reference neighbourhoods,
+A strategy turns atomic environments into neighborhood point sets (centre at
+the origin) and aligns input neighborhoods with reference neighborhoods,
 returning for every (input, reference) pair the rotation R (reference frame →
 input frame) and the alignment accuracy g (thesis eqs. 2.24–2.26).
+
+Neighbours come from the neighbour lists that
+:class:`~mlmlearn.atoms.AtomicEnvironments` caches per structure (shared with the
+atom typing), so periodic structures are aligned with the vectors to the
+neighbouring periodic images.
 """
 
 import itertools
+from numbers import Integral, Real
 
 import numpy as np
 from sklearn.base import BaseEstimator
+from sklearn.utils._param_validation import Interval, StrOptions
 
+from ..atoms._neighbors import MissingNeighborsError, nearest_neighbors
 from ._superpose import best_alignments
 
-__all__ = ["Alignment", "PermutationAlignment", "MissingNeighboursError", "nearest_neighbours"]
+__all__ = ["Alignment", "PermutationAlignment", "MissingNeighborsError"]
 
-
-class MissingNeighboursError(ValueError):
-    """An environment lacks the neighbours its alignment rule needs."""
+ACCURACY_CONSTRAINT = [StrOptions({"mean", "rss"})]
 
 
 class Alignment(BaseEstimator):
     """Base of the alignment strategies.
 
-    A strategy answers two questions. :meth:`neighbourhoods` turns atomic
+    A strategy answers two questions. :meth:`neighborhoods` turns atomic
     environments into point sets centred on each atom (row 0 is the atom
     itself, at the origin), and :meth:`align` superposes every reference
-    neighbourhood on every input neighbourhood, returning the rotations
+    neighborhood on every input neighborhood, returning the rotations
     R_ij (reference frame → input frame) and the alignment accuracies g_ij of
     eqs. (2.24)–(2.26).
 
     The default :meth:`align` tries the neighbour orderings of
     :meth:`orderings` (only the given order unless overridden) with the
     compiled QCP kernel and keeps the ordering of best accuracy. A custom
-    strategy implements ``neighbourhoods`` (returning an array of shape
+    strategy implements ``neighborhoods`` (returning an array of shape
     (n, 1 + M, 3), or any object with ``len`` and integer-array/slice
-    indexing that its own ``align`` understands) and, if needed, ``align``.
+    indexing that its own ``align`` understands) and, if needed, ``align``;
+    it declares ``_parameter_constraints`` for its parameters, which the
+    public methods validate as scikit-learn estimators do in ``fit``.
 
     Parameters of subclasses are the strategy's hyperparameters, so
     ``OAMLM(alignment=...)`` clones and sweeps them like any estimator's
     (``alignment__n_neighbors``, ``alignment__accuracy``).
     """
 
+    _parameter_constraints: dict = {}
     accuracy = "mean"
 
-    def orderings(self, n_neighbours):
-        """Neighbour orderings tried for a reference (tuples over range(n_neighbours))."""
-        return [tuple(range(n_neighbours))]
+    def neighborhoods(self, environments):
+        """Point sets (n, 1 + M, 3) of the environments, centre first at the origin (Å)."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement neighborhoods")
+
+    def orderings(self, n_neighbors):
+        """Neighbour orderings tried for a reference (tuples over range(n_neighbors))."""
+        return [tuple(range(n_neighbors))]
 
     def align(self, P, S):
         """Best rotation and accuracy of every (input, reference) pair.
@@ -63,12 +76,19 @@ class Alignment(BaseEstimator):
         g : ndarray of shape (n_inputs, n_references)
             Alignment accuracy (Å) of the best ordering: eq. (2.25) for
             ``accuracy="mean"``, eq. (2.26) for ``"rss"``.
+
+        Raises
+        ------
+        ValueError
+            For point sets of different or wrong shapes, or an invalid parameter
+            (:class:`~sklearn.utils._param_validation.InvalidParameterError`).
         """
+        self._validate_params()
         _check_accuracy(self.accuracy)
         P, S = np.asarray(P, dtype=float), np.asarray(S, dtype=float)
         if P.ndim != 3 or S.ndim != 3 or P.shape[1:] != S.shape[1:] or P.shape[2] != 3:
             raise ValueError(
-                f"P and S must be (n, 1 + M, 3) neighbourhoods of one size; got {P.shape}, "
+                f"P and S must be (n, 1 + M, 3) neighborhoods of one size; got {P.shape}, "
                 f"{S.shape}"
             )
         m = P.shape[1] - 1
@@ -78,53 +98,9 @@ class Alignment(BaseEstimator):
 
 
 def _check_accuracy(accuracy):
+    # for custom strategies that keep the class default or set it without constraints
     if accuracy not in ("mean", "rss"):
         raise ValueError(f"accuracy={accuracy!r} must be 'mean' (eq. 2.25) or 'rss' (eq. 2.26)")
-
-
-def clusters(environments, name):
-    """``(index, ase.Atoms, rows)`` of each structure the environments come from.
-
-    The alignment rules use neighbours within a cluster or molecule; a periodic
-    structure raises, naming ``name`` (the strategy or rule).
-    """
-    structure = environments.structure_index
-    for s in np.unique(structure):
-        atoms = environments.structures[s]
-        if np.any(atoms.pbc):
-            raise ValueError(
-                f"structure {s} is periodic; {name} handles clusters and molecules "
-                "(no periodic images)"
-            )
-        yield s, atoms, np.flatnonzero(structure == s)
-
-
-def nearest_neighbours(environments, n_neighbors, cutoff, *, name="the alignment"):
-    """Vectors (n, n_neighbors, 3) from each centre to its nearest atoms, nearest first.
-
-    Distances within each (non-periodic) structure are computed at once for
-    all of its centres. An environment with fewer than ``n_neighbors`` atoms
-    within ``cutoff`` raises :class:`MissingNeighboursError`.
-    """
-    m = int(n_neighbors)
-    out = np.zeros((len(environments), m, 3))
-    atom = environments.atom_index
-    for s, atoms, rows in clusters(environments, name):
-        centres = atom[rows]
-        vectors = atoms.positions[None, :, :] - atoms.positions[centres][:, None, :]
-        dist = np.linalg.norm(vectors, axis=2)
-        dist[np.arange(len(rows)), centres] = np.inf
-        order = np.argsort(dist, axis=1, kind="stable")[:, :m]
-        nearest = np.take_along_axis(dist, order, axis=1)
-        if nearest.shape[1] < m or np.any(nearest[:, -1] > cutoff):
-            bad = 0 if nearest.shape[1] < m else int(np.flatnonzero(nearest[:, -1] > cutoff)[0])
-            found = int((nearest[bad] <= cutoff).sum())
-            raise MissingNeighboursError(
-                f"atom {int(centres[bad])} of structure {s} has {found} neighbours within "
-                f"{cutoff} Å; {name} needs {m}"
-            )
-        out[rows] = np.take_along_axis(vectors, order[:, :, None], axis=1)
-    return out
 
 
 class PermutationAlignment(Alignment):
@@ -133,27 +109,61 @@ class PermutationAlignment(Alignment):
     Parameters
     ----------
     n_neighbors : int, default=4
-        Neighbours per environment (M); M! orderings are tried per pair.
-    cutoff : float, default=5.0
+        Neighbours per environment (M ≥ 2); M! orderings are tried per pair.
+    cutoff : float or None, default=5.0
         Neighbours are searched within this radius (Å); fewer than
-        ``n_neighbors`` raises :class:`MissingNeighboursError`.
+        ``n_neighbors`` raises :class:`~mlmlearn.atoms.MissingNeighborsError`.
+        ``None`` (or ``inf``): the nearest atoms at any distance.
     accuracy : {"mean", "rss"}, default="mean"
         Eq. (2.25) or eq. (2.26).
+
+    Examples
+    --------
+    >>> from ase.build import molecule
+    >>> from mlmlearn.atoms import AtomicEnvironments
+    >>> env = AtomicEnvironments(molecule("CH4"), species="C")
+    >>> P = PermutationAlignment(4).neighborhoods(env)
+    >>> P.shape  # the carbon and its four hydrogens
+    (1, 5, 3)
+    >>> R, g = PermutationAlignment(4).align(P, P)
+    >>> bool(g[0, 0] < 1e-9)
+    True
     """
+
+    _parameter_constraints: dict = {
+        "n_neighbors": [Interval(Integral, 2, None, closed="left")],
+        "cutoff": [Interval(Real, 0, None, closed="neither"), None],
+        "accuracy": ACCURACY_CONSTRAINT,
+    }
 
     def __init__(self, n_neighbors=4, *, cutoff=5.0, accuracy="mean"):
         self.n_neighbors = n_neighbors
         self.cutoff = cutoff
         self.accuracy = accuracy
 
-    def orderings(self, n_neighbours):
-        return list(itertools.permutations(range(n_neighbours)))
+    def orderings(self, n_neighbors):
+        """Every ordering of the ``n_neighbors`` neighbours."""
+        return list(itertools.permutations(range(n_neighbors)))
 
-    def neighbourhoods(self, environments):
-        if int(self.n_neighbors) < 2:
-            raise ValueError(f"n_neighbors={self.n_neighbors!r} must be at least 2")
-        _check_accuracy(self.accuracy)
-        vectors = nearest_neighbours(
+    def neighborhoods(self, environments):
+        """The centre and its ``n_neighbors`` nearest atoms, nearest first.
+
+        Parameters
+        ----------
+        environments : AtomicEnvironments
+
+        Returns
+        -------
+        P : ndarray of shape (n_environments, 1 + n_neighbors, 3)
+            Å, centre at the origin (row 0).
+
+        Raises
+        ------
+        MissingNeighborsError
+            Naming the first atom (and structure) with too few neighbours.
+        """
+        self._validate_params()
+        vectors = nearest_neighbors(
             environments,
             self.n_neighbors,
             self.cutoff,

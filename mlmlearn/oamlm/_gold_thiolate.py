@@ -20,16 +20,30 @@ Au core       S within 3.0 Å (if any) then Au within 5.0 Å, ≤ 12 neighbours:
 ============  ===========================================  =========  ========
 
 A unit-gold model sees half-unit gold too (the types change along MD): a
-half-unit block is aligned with each block of a unit neighbourhood, and the
+half-unit block is aligned with each block of a unit neighborhood, and the
 accuracy is taken over that one block.
+
+Types and neighbours come from the caches of
+:class:`~mlmlearn.atoms.AtomicEnvironments` (one typing per structure and pair of
+cutoffs, one neighbour list per structure), so
+``environments.select(atom_types=..., bond_cutoff=..., core_cutoff=...)`` with the
+alignment's cutoffs selects exactly the atoms the rules type so. Partners are
+neighbour vectors, so periodic structures are aligned with the nearest images.
 """
 
+import functools
+import threading
+from numbers import Integral, Real
+
 import numpy as np
+from sklearn.utils._param_validation import Interval
 
-from ._alignment import Alignment, MissingNeighboursError, _check_accuracy, clusters
-from ._superpose import best_alignments, compiled_superpose
+from .._optional import import_optional
+from ..atoms._neighbors import MissingNeighborsError
+from ._alignment import ACCURACY_CONSTRAINT, Alignment
+from ._superpose import _superpose_py, best_alignments, kernels, with_globals
 
-__all__ = ["GoldThiolateAlignment", "GoldThiolateNeighbourhoods"]
+__all__ = ["GoldThiolateAlignment", "GoldThiolateNeighborhoods"]
 
 H, C, S, UNIT, HALF, CORE_S, CORE = range(7)
 _FAMILY = {
@@ -44,8 +58,8 @@ _FAMILY = {
 _MAX_POINTS = 13
 
 
-class GoldThiolateNeighbourhoods:
-    """Neighbourhoods of :class:`GoldThiolateAlignment`: padded points, counts, rule codes.
+class GoldThiolateNeighborhoods:
+    """Neighborhoods of :class:`GoldThiolateAlignment`: padded points, counts, rule codes.
 
     ``points`` (n, 13, 3) holds each centre (row 0, at the origin) and its rule's
     neighbours; ``count`` the rows in use; ``kind`` the rule. Indexing with an
@@ -59,7 +73,7 @@ class GoldThiolateNeighbourhoods:
         return len(self.kind)
 
     def __getitem__(self, index):
-        return GoldThiolateNeighbourhoods(self.points[index], self.count[index], self.kind[index])
+        return GoldThiolateNeighborhoods(self.points[index], self.count[index], self.kind[index])
 
 
 class GoldThiolateAlignment(Alignment):
@@ -73,16 +87,17 @@ class GoldThiolateAlignment(Alignment):
     ----------
     bond_cutoff : float, default=3.0
         Bond radius (Å) of the atom typing
-        (:func:`~mlmlearn.atoms.gold_thiolate_types`) and of core gold's sulfur.
+        (:meth:`AtomicEnvironments.gold_thiolate_types
+        <mlmlearn.atoms.AtomicEnvironments.gold_thiolate_types>`) and of core gold's sulfur.
     partner_cutoff : float, default=4.0
         The rules' partners (the C of an H, the two Au of an S, …) are the
         nearest atoms of their element; farther than this (Å) raises
-        :class:`MissingNeighboursError`. Hot MD frames stretch S–Au bonds past
-        3.0 Å, so partners are not held to the typing radius.
+        :class:`~mlmlearn.atoms.MissingNeighborsError`. Hot MD frames stretch
+        S–Au bonds past 3.0 Å, so partners are not held to the typing radius.
     core_cutoff : float, default=5.0
-        Neighbour radius (Å) of core gold.
-    n_core_neighbours : int, default=12
-        At most this many core-gold neighbours.
+        Neighbour radius (Å) of core gold, and the typing's core radius.
+    n_core_neighbors : int, default=12
+        At most this many core-gold neighbours (2 to 12).
     n_triangles : int, default=10
         Reference triangles aligned per pair for core gold without sulfur,
         chosen by eq. (2.33).
@@ -95,7 +110,7 @@ class GoldThiolateAlignment(Alignment):
     >>> from mlmlearn.atoms import AtomicEnvironments
     >>> from mlmlearn.datasets import gold_thiolate_ring
     >>> ring = AtomicEnvironments(gold_thiolate_ring(4), species="S")
-    >>> P = GoldThiolateAlignment().neighbourhoods(ring)
+    >>> P = GoldThiolateAlignment().neighborhoods(ring)
     >>> len(P), int(P.count[0])  # S, its C and its two Au
     (4, 4)
     >>> R, g = GoldThiolateAlignment().align(P, P)
@@ -103,46 +118,70 @@ class GoldThiolateAlignment(Alignment):
     True
     """
 
+    _parameter_constraints: dict = {
+        "bond_cutoff": [Interval(Real, 0, None, closed="neither")],
+        "partner_cutoff": [Interval(Real, 0, None, closed="neither")],
+        "core_cutoff": [Interval(Real, 0, None, closed="neither")],
+        "n_core_neighbors": [Interval(Integral, 2, _MAX_POINTS - 1, closed="both")],
+        "n_triangles": [Interval(Integral, 1, None, closed="left")],
+        "accuracy": ACCURACY_CONSTRAINT,
+    }
+
     def __init__(
         self,
         *,
         bond_cutoff=3.0,
         partner_cutoff=4.0,
         core_cutoff=5.0,
-        n_core_neighbours=12,
+        n_core_neighbors=12,
         n_triangles=10,
         accuracy="mean",
     ):
         self.bond_cutoff = bond_cutoff
         self.partner_cutoff = partner_cutoff
         self.core_cutoff = core_cutoff
-        self.n_core_neighbours = n_core_neighbours
+        self.n_core_neighbors = n_core_neighbors
         self.n_triangles = n_triangles
         self.accuracy = accuracy
 
-    # --------------------------------------------------------- neighbourhoods
-    def neighbourhoods(self, environments):
-        from ..atoms import gold_thiolate_types
+    # --------------------------------------------------------- neighborhoods
+    def neighborhoods(self, environments):
+        """Each centre and its rule's partners.
 
-        _check_accuracy(self.accuracy)
-        if not 2 <= int(self.n_core_neighbours) <= _MAX_POINTS - 1:
-            raise ValueError(
-                f"n_core_neighbours={self.n_core_neighbours!r} must be between 2 and "
-                f"{_MAX_POINTS - 1}"
-            )
+        Parameters
+        ----------
+        environments : AtomicEnvironments
+            Centres of Au, S, C and H; typed with this strategy's ``bond_cutoff``
+            and ``core_cutoff`` (the cached typing that
+            ``select(atom_types=..., bond_cutoff=..., core_cutoff=...)`` uses).
+
+        Returns
+        -------
+        GoldThiolateNeighborhoods
+
+        Raises
+        ------
+        MissingNeighborsError
+            Naming the atom, its type, its structure and the rule whose partner is missing.
+        AtomTypingError
+            Naming the structure and atom that match no typing rule.
+        """
+        self._validate_params()
         n = len(environments)
         points = np.zeros((n, _MAX_POINTS, 3))
         count = np.zeros(n, dtype=np.int64)
         kind = np.zeros(n, dtype=np.int64)
+        types = environments.gold_thiolate_types(
+            bond_cutoff=self.bond_cutoff, core_cutoff=self.core_cutoff
+        )
+        reach = max(self.bond_cutoff, self.partner_cutoff, self.core_cutoff)
         atom = environments.atom_index
-        for s, atoms, rows in clusters(environments, "GoldThiolateAlignment"):
-            types = gold_thiolate_types(
-                atoms, bond_cutoff=self.bond_cutoff, core_cutoff=self.core_cutoff
-            )
-            rules = _Rules(atoms, types, self, s)
+        for s, rows in environments.structure_rows():
+            numbers = environments.structures[s].numbers
+            rules = _Rules(numbers, environments.neighbor_list(s, reach), self, s)
             for row in rows:
-                points[row], count[row], kind[row] = rules(int(atom[row]))
-        return GoldThiolateNeighbourhoods(points, count, kind)
+                points[row], count[row], kind[row] = rules(int(atom[row]), types[row])
+        return GoldThiolateNeighborhoods(points, count, kind)
 
     # ------------------------------------------------------------------ align
     def align(self, P, S):
@@ -150,15 +189,20 @@ class GoldThiolateAlignment(Alignment):
 
         Parameters
         ----------
-        P, S : GoldThiolateNeighbourhoods
-            From :meth:`neighbourhoods`, inputs and references.
+        P, S : GoldThiolateNeighborhoods
+            From :meth:`neighborhoods`, inputs and references.
 
         Returns
         -------
         R : ndarray of shape (len(P), len(S), 3, 3)
         g : ndarray of shape (len(P), len(S))
+
+        Raises
+        ------
+        ValueError
+            For neighborhoods of more than one atom family.
         """
-        _check_accuracy(self.accuracy)
+        self._validate_params()
         families = {_FAMILY[k] for k in np.unique(P.kind)} | {_FAMILY[k] for k in np.unique(S.kind)}
         if len(families) > 1:
             raise ValueError(
@@ -215,77 +259,87 @@ _ORDERS = {
 }
 
 
-class _Rules:
-    """The neighbour choices of each rule, for the atoms of one structure."""
+_SYMBOLS = {1: "H", 6: "C", 16: "S", 79: "Au"}
 
-    def __init__(self, atoms, types, alignment, structure):
-        self.pos = atoms.positions
-        self.symbols = np.asarray(atoms.get_chemical_symbols())
-        self.types = types
+
+class _Rules:
+    """The neighbour choices of each rule, read from one structure's neighbour list.
+
+    Partners of partners (the other H on an H's carbon, the C and Au on a gold
+    atom's sulfur) are reached by adding neighbour vectors, so every point is the
+    right periodic image.
+    """
+
+    def __init__(self, numbers, nl, alignment, structure):
+        self.element = np.array([_SYMBOLS.get(int(z), "") for z in numbers])
+        self.nl = nl
         self.cut = float(alignment.bond_cutoff)
         self.partner_cut = float(alignment.partner_cutoff)
         self.core_cut = float(alignment.core_cutoff)
-        self.n_core = int(alignment.n_core_neighbours)
+        self.n_core = int(alignment.n_core_neighbors)
         self.structure = structure
-        diff = self.pos[None, :, :] - self.pos[:, None, :]
-        self.dist = np.linalg.norm(diff, axis=2)
-        np.fill_diagonal(self.dist, np.inf)
 
-    def nearest(self, i, element, count, *, exclude=(), owner=None, rule=""):
-        """The ``count`` atoms of ``element`` nearest to atom ``i`` (within partner_cutoff)."""
-        d = self.dist[i].copy()
-        d[self.symbols != element] = np.inf
-        d[list(exclude)] = np.inf
-        order = np.argsort(d, kind="stable")[:count]
-        found = int((d[order] <= self.partner_cut).sum())
-        if found < count:
-            owner = i if owner is None else owner
-            where = "" if owner == i else f" of its partner atom {i}"
-            raise MissingNeighboursError(
-                f"atom {owner} ({self.types[owner]}) of structure {self.structure}: {found} "
+    def nearest(self, i, element, count, *, back=None, owner, rule):
+        """Vectors from atom ``i`` to its ``count`` nearest ``element`` atoms (≤ partner_cutoff).
+
+        ``back`` is ``(atom, vector)`` of the entry to skip: the atom we came
+        from, as seen from ``i``.
+        """
+        index, distance, vector = self.nl.of(i)
+        ok = (self.element[index] == element) & (distance <= self.partner_cut)
+        if back is not None:
+            ok &= ~((index == back[0]) & (np.abs(vector - back[1]).max(axis=1) <= 1e-9))
+        picks = np.flatnonzero(ok)[:count]
+        if picks.size < count:
+            atom, kind = owner
+            where = "" if atom == i else f" of its partner atom {i}"
+            raise MissingNeighborsError(
+                f"atom {atom} ({kind}) of structure {self.structure}: {picks.size} "
                 f"{element} within {self.partner_cut} Å{where}; the {rule} rule needs {count}"
             )
-        return [int(j) for j in order]
+        return index[picks], vector[picks]
 
-    def __call__(self, i):
-        t = self.types[i]
+    def __call__(self, i, t):
+        owner = (i, t)
         if t == "H":
-            (c,) = self.nearest(i, "C", 1, rule="hydrogen")
-            h = self.nearest(c, "H", 2, exclude=[i], owner=i, rule="hydrogen")
-            return self._points(i, [c, *h], H)
+            (c,), (v_c,) = self.nearest(i, "C", 1, owner=owner, rule="hydrogen")
+            _, v_h = self.nearest(c, "H", 2, back=(i, -v_c), owner=owner, rule="hydrogen")
+            return _points([v_c, *(v_c + v_h)], H)
         if t == "C":
-            (s,) = self.nearest(i, "S", 1, rule="carbon")
-            h = self.nearest(i, "H", 3, rule="carbon")
-            return self._points(i, [s, *h], C)
+            _, v_s = self.nearest(i, "S", 1, owner=owner, rule="carbon")
+            _, v_h = self.nearest(i, "H", 3, owner=owner, rule="carbon")
+            return _points([*v_s, *v_h], C)
         if t == "S":
-            (c,) = self.nearest(i, "C", 1, rule="sulfur")
-            au = self.nearest(i, "Au", 2, rule="sulfur")
-            return self._points(i, [c, *au], S)
+            _, v_c = self.nearest(i, "C", 1, owner=owner, rule="sulfur")
+            _, v_au = self.nearest(i, "Au", 2, owner=owner, rule="sulfur")
+            return _points([*v_c, *v_au], S)
         if t in ("Au_unit", "Au_half_unit"):
             n_blocks = 2 if t == "Au_unit" else 1
             blocks = []
-            for s in self.nearest(i, "S", n_blocks, rule=t):
-                (c,) = self.nearest(s, "C", 1, owner=i, rule=t)
-                (au,) = self.nearest(s, "Au", 1, exclude=[i], owner=i, rule=t)
-                blocks += [s, c, au]
-            return self._points(i, blocks, UNIT if n_blocks == 2 else HALF)
+            sulfur, v_sulfur = self.nearest(i, "S", n_blocks, owner=owner, rule=t)
+            for s, v_s in zip(sulfur, v_sulfur, strict=True):
+                _, (v_c,) = self.nearest(s, "C", 1, owner=owner, rule=t)
+                _, (v_au,) = self.nearest(s, "Au", 1, back=(i, -v_s), owner=owner, rule=t)
+                blocks += [v_s, v_s + v_c, v_s + v_au]
+            return _points(blocks, UNIT if n_blocks == 2 else HALF)
         # core gold: S within the bond cutoff first, then the nearest Au within core_cutoff
-        d_s = np.where(self.symbols == "S", self.dist[i], np.inf)
-        first = [int(np.argmin(d_s))] if d_s.min() <= self.cut else []
-        d_au = np.where(self.symbols == "Au", self.dist[i], np.inf)
-        order = np.argsort(d_au, kind="stable")
-        gold = [int(j) for j in order if d_au[j] <= self.core_cut][: self.n_core - len(first)]
-        if len(gold) < 2:
-            raise MissingNeighboursError(
-                f"atom {i} (Au_core) of structure {self.structure} has {len(gold)} Au within "
+        index, distance, vector = self.nl.of(i)
+        element = self.element[index]
+        sulfur = np.flatnonzero((element == "S") & (distance <= self.cut))[:1]
+        gold = np.flatnonzero((element == "Au") & (distance <= self.core_cut))
+        gold = gold[: self.n_core - sulfur.size]
+        if gold.size < 2:
+            raise MissingNeighborsError(
+                f"atom {i} (Au_core) of structure {self.structure} has {gold.size} Au within "
                 f"{self.core_cut} Å; the core-gold rule needs 2"
             )
-        return self._points(i, first + gold, CORE_S if first else CORE)
+        return _points(vector[np.concatenate([sulfur, gold])], CORE_S if sulfur.size else CORE)
 
-    def _points(self, i, partners, kind):
-        out = np.zeros((_MAX_POINTS, 3))
-        out[1 : 1 + len(partners)] = self.pos[partners] - self.pos[i]
-        return out, 1 + len(partners), kind
+
+def _points(partners, kind):
+    out = np.zeros((_MAX_POINTS, 3))
+    out[1 : 1 + len(partners)] = partners
+    return out, 1 + len(partners), kind
 
 
 def _align_core(P, S, n_triangles):
@@ -306,27 +360,27 @@ def _align_core(P, S, n_triangles):
     return R, g
 
 
-_CORE = []
+_COMPILE_LOCK = threading.Lock()
 
 
 def _core_kernel():
-    if not _CORE:
-        import numba
-
-        global _superpose, _triangle, _nn_accuracy
-        jit = numba.njit(cache=True, nogil=True)
-        _superpose = compiled_superpose()
-        _triangle = jit(_triangle_py)
-        _nn_accuracy = jit(_nn_accuracy_py)
-        _CORE.append(jit(_core_py))
-    return _CORE[0]
+    """The compiled core-gold loop: one compile step per process, thread-safe."""
+    with _COMPILE_LOCK:
+        return _compile()
 
 
-def _superpose(x, y, order, tol, max_newton, R):  # replaced by the compiled routines
-    raise RuntimeError("call _core_kernel() first")
-
-
-_triangle = _nn_accuracy = _superpose
+@functools.cache
+def _compile():
+    superpose = kernels()["superpose"]  # raises naming the extra when numba is missing
+    numba = import_optional("numba", purpose="the gold-thiolate alignment kernel")
+    jit = numba.njit(cache=True, nogil=True)
+    core = with_globals(
+        _core_py,
+        _superpose=superpose,
+        _triangle=jit(_triangle_py),
+        _nn_accuracy=jit(_nn_accuracy_py),
+    )
+    return jit(core)
 
 
 def _triangle_py(a, b, out):  # pragma: no cover - compiled by numba
@@ -428,3 +482,10 @@ def _core_py(P, pc, ps, S, sc, ss, n_tri, R, g):  # pragma: no cover - compiled 
                         g_best = acc
                         R[i, j] = R_try
             g[i, j] = g_best
+
+
+# The core loop calls these names: in pure Python (the oracle) the routines above;
+# _compile() hands the compiled loop the compiled ones instead.
+_superpose = _superpose_py
+_triangle = _triangle_py
+_nn_accuracy = _nn_accuracy_py

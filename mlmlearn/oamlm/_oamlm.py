@@ -3,15 +3,16 @@
 from numbers import Integral, Real
 
 import numpy as np
-from sklearn.base import BaseEstimator, MultiOutputMixin, RegressorMixin, _fit_context, clone
+from sklearn.base import BaseEstimator, MultiOutputMixin, _fit_context, clone
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted, check_memory
 
 from .._distances import euclidean_distances
 from .._linalg import solve_distance_regression
 from .._progress import progress
+from ..atoms._neighbors import nearest_neighbors
 from ..references import REFERENCES_CONSTRAINT, select_references
-from ._alignment import Alignment, PermutationAlignment, nearest_neighbours
+from ._alignment import Alignment, PermutationAlignment
 from ._losses import analytic_direction, numeric_direction, sphere_direction
 
 __all__ = ["OAMLM"]
@@ -20,7 +21,7 @@ __all__ = ["OAMLM"]
 _CHUNK_BYTES = 32 * 2**20
 
 
-class OAMLM(MultiOutputMixin, RegressorMixin, BaseEstimator):
+class OAMLM(MultiOutputMixin, BaseEstimator):
     """Unit force directions of atomic environments from invariant descriptors.
 
     The OAMLM (thesis section 2.3; paper III; paper IV section II B) learns,
@@ -104,8 +105,8 @@ class OAMLM(MultiOutputMixin, RegressorMixin, BaseEstimator):
         Training rows chosen as references.
     references_ : ndarray of shape (n_references_, n_features)
         Their descriptor rows (Q).
-    reference_neighbourhoods_ : ndarray or neighbourhoods object
-        Their neighbourhoods (S).
+    reference_neighborhoods_ : ndarray or neighborhoods object
+        Their neighborhoods (S).
     reference_directions_ : ndarray of shape (n_references_, 3)
         Their unit forces (T).
     coef_c_, coef_g_ : ndarray of shape (n_references_, n_references_)
@@ -122,8 +123,19 @@ class OAMLM(MultiOutputMixin, RegressorMixin, BaseEstimator):
     Notes
     -----
     ``score`` returns minus the force-weighted average angle (degrees), so
-    a larger score is better, as model selection expects; R² means nothing for
-    unit vectors.
+    a larger score is better, as model selection expects. It is what
+    :func:`~sklearn.model_selection.cross_validate` and
+    :class:`~sklearn.model_selection.GridSearchCV` use by default
+    (``scoring=None``); :data:`mlmlearn.metrics.angle_scorer` is the same
+    measure as an explicit scorer.
+
+    Do not pass a regression scorer such as ``scoring="r2"`` or
+    ``"neg_mean_squared_error"``: scikit-learn's scorers call ``predict`` and
+    compare the unit directions with the force targets component by component,
+    which means nothing here — and scikit-learn offers an estimator no hook to
+    refuse them, so they run without complaint. For the same reason the OAMLM
+    is not a ``RegressorMixin``: a scikit-learn regressor's ``score`` is R², and
+    ``is_regressor(OAMLM(...))`` is ``False``.
 
     Examples
     --------
@@ -220,14 +232,14 @@ class OAMLM(MultiOutputMixin, RegressorMixin, BaseEstimator):
         self.alignment_ = (
             PermutationAlignment(4) if self.alignment is None else clone(self.alignment)
         )
-        P = self.alignment_.neighbourhoods(X)
-        self.reference_neighbourhoods_ = P[idx]
+        P = self.alignment_.neighborhoods(X)
+        self.reference_neighborhoods_ = P[idx]
         self.reference_directions_ = unit[idx]
         memory = check_memory(self.memory)
         D_c, D_g = memory.cache(_fit_products, ignore=["n_jobs", "verbose"])(
             self.alignment_,
             P,
-            self.reference_neighbourhoods_,
+            self.reference_neighborhoods_,
             self.reference_directions_,
             unit,
             self.n_jobs,
@@ -271,14 +283,17 @@ class OAMLM(MultiOutputMixin, RegressorMixin, BaseEstimator):
         from joblib import Parallel, delayed
 
         check_is_fitted(self, "coef_c_")
+        # σ₁, σ₂, the loss and the filter act at predict and may be set after fit
+        # (a σ sweep reuses the alignments), so they are validated here too
+        self._validate_params()
         F = self._features(X)
-        P = self.alignment_.neighbourhoods(X)
+        P = self.alignment_.neighborhoods(X)
         if self.loss == "numeric" and self.numeric_start == "nearest":
-            start = nearest_neighbours(X, 1, np.inf, name="the numeric loss's initial guess")[:, 0]
+            start = nearest_neighbors(X, 1, None, name="the numeric loss's initial guess")[:, 0]
         n, k = len(F), self.n_references_
         rows = _chunk_rows(k)
         products = check_memory(self.memory).cache(_predict_products)
-        S, T = self.reference_neighbourhoods_, self.reference_directions_
+        S, T = self.reference_neighborhoods_, self.reference_directions_
 
         def chunk(lo):
             hi = min(lo + rows, n)
@@ -315,7 +330,24 @@ class OAMLM(MultiOutputMixin, RegressorMixin, BaseEstimator):
         return v
 
     def score(self, X, y, sample_weight=None):
-        """Minus the force-weighted average angle (degrees) between ``y`` and the predictions."""
+        """Minus the force-weighted average angle (degrees) between ``y`` and the predictions.
+
+        The default score of model selection (``scoring=None``); equal to
+        :data:`mlmlearn.metrics.angle_scorer`.
+
+        Parameters
+        ----------
+        X : AtomicEnvironments
+        y : array-like of shape (n_environments, 3)
+            Reference forces (eV/Å); each angle is weighted by ``|y|²``.
+        sample_weight : None
+            Not supported (raises ``ValueError``).
+
+        Returns
+        -------
+        score : float
+            −angle in degrees (≤ 0; larger is better).
+        """
         from ..metrics import weighted_average_angle
 
         if sample_weight is not None:
@@ -330,6 +362,7 @@ class OAMLM(MultiOutputMixin, RegressorMixin, BaseEstimator):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.two_d_array = False
+        tags.target_tags.required = True
         tags.target_tags.multi_output = True
         tags.target_tags.single_output = False
         return tags

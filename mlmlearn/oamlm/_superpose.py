@@ -9,12 +9,24 @@ minimising Σ_k |R x_k − y_k|² (thesis eq. 2.24, paper IV eqs. 9–11).
 * :func:`qcp` — Horn's quaternion form solved as Theobald's quaternion
   characteristic polynomial: the largest eigenvalue of a 4×4 symmetric
   matrix by Newton's method on its quartic, the quaternion from the adjugate.
-  Compiled with numba (installed with ``mlmlearn[atoms]``).
+  Compiled with numba (mlmlearn's ``atoms`` extra).
+
+The compiled routines come from :func:`kernels`: one compile step (or load from
+numba's on-disk cache), guarded by a lock and cached, so threads that align at
+the same time on a cold start all get the same compiled objects. The pure-Python
+routines (``_superpose_py``, ``_all_py``) stay importable as the oracles of the
+compiled ones; nothing rebinds module globals.
 """
+
+import functools
+import threading
+import types
 
 import numpy as np
 
-__all__ = ["kabsch", "qcp"]
+from .._optional import import_optional
+
+__all__ = ["kabsch", "qcp", "best_alignments", "kernels"]
 
 
 def _check_pairs(X, Y):
@@ -81,7 +93,7 @@ def qcp(X, Y, *, tol=1e-12, max_newton=50):
     R = np.empty((X.shape[0], 3, 3))
     rmsd = np.empty(X.shape[0])
     X, Y = np.ascontiguousarray(X), np.ascontiguousarray(Y)
-    _kernels()["pairs"](X, Y, float(tol), int(max_newton), R, rmsd)
+    kernels()["pairs"](X, Y, float(tol), int(max_newton), R, rmsd)
     return R, rmsd
 
 
@@ -118,38 +130,69 @@ def best_alignments(P, S, orders, *, rss=False, tol=1e-12, max_newton=50):
     R = np.empty((n, k, 3, 3))
     g = np.empty((n, k))
     best = np.empty((n, k), dtype=np.int64)
-    _kernels()["all"](P, S, orders, bool(rss), float(tol), int(max_newton), R, g, best)
+    kernels()["all"](P, S, orders, bool(rss), float(tol), int(max_newton), R, g, best)
     return R, g, best
 
 
-_KERNELS = {}
+_COMPILE_LOCK = threading.Lock()
 
 
-def _kernels():
-    """Compile (or load from numba's cache) the kernels on first use."""
-    if not _KERNELS:
-        try:
-            import numba
-        except ImportError as exc:  # pragma: no cover - numba ships with mlmlearn[atoms]
-            raise ImportError(
-                "the OAMLM alignment kernels need numba: pip install 'mlmlearn[atoms]'"
-            ) from exc
-        global _superpose
-        _superpose = numba.njit(cache=True, nogil=True)(_superpose_py)
-        _KERNELS["pairs"] = numba.njit(cache=True, nogil=True)(_pairs_py)
-        _KERNELS["all"] = numba.njit(cache=True, nogil=True)(_all_py)
-    return _KERNELS
+def kernels():
+    """The compiled routines, compiled (or loaded from numba's cache) once per process.
+
+    Thread-safe: concurrent first calls wait for one compile step and get the
+    same objects.
+
+    Returns
+    -------
+    kernels : mapping
+        ``"superpose"`` — the single-pair routine ``(x, y, order, tol,
+        max_newton, R) -> Σ|R x − y|²`` for other compiled kernels (the
+        gold-thiolate core rule); ``"pairs"`` — the loop of :func:`qcp`;
+        ``"all"`` — the loop of :func:`best_alignments`.
+
+    Raises
+    ------
+    ModuleNotFoundError
+        Without numba, naming the extra that installs it.
+    """
+    with _COMPILE_LOCK:
+        return _compile()
 
 
-def compiled_superpose():
-    """The compiled single-pair routine ``(x, y, order, tol, max_newton, R) -> Σ|R x − y|²``,
-    for other compiled kernels (the gold-thiolate core rule)."""
-    _kernels()
-    return _superpose
+@functools.cache
+def _compile():
+    numba = import_optional("numba", purpose="the OAMLM alignment kernels")
+    jit = numba.njit(cache=True, nogil=True)
+    superpose = jit(_superpose_py)
+    return types.MappingProxyType(
+        {
+            "superpose": superpose,
+            "pairs": jit(with_globals(_pairs_py, _superpose=superpose)),
+            "all": jit(with_globals(_all_py, _superpose=superpose)),
+        }
+    )
 
 
-def _superpose(x, y, order, tol, max_newton, R):  # replaced by the compiled version
-    raise RuntimeError("call _kernels() first")
+def with_globals(function, **replaced):
+    """A copy of ``function`` that sees ``replaced`` instead of some module globals.
+
+    numba freezes the globals a function reads when it compiles it; handing it a
+    copy whose globals name the compiled routines links compiled to compiled,
+    while the module keeps its pure-Python versions. (numba's on-disk cache keys
+    on this file: a change to a routine of another file that a cached kernel
+    calls needs that cache cleared, ``__pycache__/*.nbi``.)
+    """
+    copy = types.FunctionType(
+        function.__code__,
+        {**function.__globals__, **replaced},
+        function.__name__,
+        function.__defaults__,
+        function.__closure__,
+    )
+    copy.__qualname__ = function.__qualname__
+    copy.__doc__ = function.__doc__
+    return copy
 
 
 def _pairs_py(X, Y, tol, max_newton, R, rmsd):  # pragma: no cover - compiled by numba
@@ -334,3 +377,8 @@ def _superpose_py(x, y, order, tol, max_newton, R):  # pragma: no cover - compil
             d = R[i, 0] * xk[0] + R[i, 1] * xk[1] + R[i, 2] * xk[2] - y[k, i]
             msd += d * d
     return msd
+
+
+# The loops call `_superpose`: in pure Python (the oracles) this routine; kernels()
+# compiles them with the compiled routine under that name instead.
+_superpose = _superpose_py

@@ -1,0 +1,72 @@
+"""Optional dependencies: imported where they are used, with the extra that installs them.
+
+The core estimators need numpy, scipy and scikit-learn only. Everything heavier
+is imported through :func:`import_optional`, so a missing package raises an
+``ImportError`` that says which extra of mlmlearn brings it, instead of a bare
+``No module named 'ase'``.
+"""
+
+import importlib
+
+__all__ = ["EXTRAS", "import_optional"]
+
+#: The setup.cfg extra that installs each optional top-level package.
+EXTRAS = {
+    "ase": "atoms",
+    "dscribe": "atoms",
+    "numba": "atoms",
+    "tqdm": "atoms",
+    "mpi4py": "mpi",
+    "matplotlib": "plot",
+    "tblite": "xtb",
+}
+
+
+def import_optional(name, extra=None, *, purpose=None):
+    """Import ``name`` (e.g. ``"ase.neighborlist"``), or say which extra installs it.
+
+    Parameters
+    ----------
+    name : str
+        Dotted module name; its top-level package must be a key of :data:`EXTRAS`
+        unless ``extra`` is given.
+    extra : str, default=None
+        The extra of mlmlearn that installs the package; ``None`` looks it up.
+    purpose : str, default=None
+        What needs the package (``"SOAP"``, ``"the 'mpi' joblib backend"``), for
+        the message.
+
+    Returns
+    -------
+    module : module
+
+    Raises
+    ------
+    ModuleNotFoundError
+        If the package (or the named submodule of it) is not installed; the
+        message names the package, the extra and the pip command. An import
+        error raised *inside* an installed package (one of its own dependencies
+        missing) propagates unchanged.
+
+    Examples
+    --------
+    >>> import_optional("numpy.linalg", "core").__name__
+    'numpy.linalg'
+    """
+    top = name.partition(".")[0]
+    extra = EXTRAS.get(top) if extra is None else extra
+    if extra is None:
+        raise ValueError(f"name={name!r}: no extra is known for {top!r}; pass extra=")
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        missing = getattr(exc, "name", None)
+        if missing is not None and missing != top and not missing.startswith(top + "."):
+            raise  # the package is there but one of its own dependencies is not
+        who = purpose or "this part of mlmlearn"
+        error = ModuleNotFoundError(
+            f"{who} needs {top} ({name!r} could not be imported). It comes with mlmlearn's "
+            f"'{extra}' extra: in the mlmlearn source tree run pip install \".[{extra}]\"",
+            name=top,
+        )
+        raise error from exc
