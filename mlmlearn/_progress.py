@@ -15,12 +15,9 @@ def progress(iterable, *, verbose=0, total=None, desc=None, file=None, leave=Tru
     """
     if not verbose:
         return iterable
-    try:
-        from tqdm.auto import tqdm
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "verbose progress bars need tqdm: pip install tqdm (or verbose=0)"
-        ) from exc
+    from ._optional import import_optional
+
+    tqdm = import_optional("tqdm.auto", purpose="verbose progress bars (or verbose=0)").tqdm
     return tqdm(iterable, total=total, desc=desc, file=file, leave=leave)
 
 

@@ -203,3 +203,66 @@ def test_parallel_grid_search_pickles_environments():
     np.testing.assert_allclose(
         one.cv_results_["mean_test_score"], two.cv_results_["mean_test_score"]
     )
+
+
+def test_mbtr_describes_structures_and_refuses_atom_centred_samples():
+    """make_pipeline(MBTR(), EMLM()) fits per-structure targets; environments are refused."""
+    from sklearn.pipeline import make_pipeline
+
+    frames = _jiggled(linear_alkane(3), 8, seed=3)
+    env = AtomicEnvironments(frames, species="H")
+    y_atoms = np.linalg.norm(env.positions, axis=1)
+    pipe = make_pipeline(MBTR(n_grid=20), EMLM(references=4))
+    with pytest.raises(TypeError, match=r"MBTR describes whole structures.*X\.structures"):
+        pipe.fit(env, y_atoms)
+    with pytest.raises(TypeError, match="MBTR describes whole structures"):
+        MBTR().fit(frames).transform(env)
+    # the structures themselves, one target per structure, work as the user guide says
+    energies = np.array([a.positions[:, 0].std() for a in frames])
+    assert pipe.fit(env.structures, energies).predict(frames[:2]).shape == (2,)
+
+
+@pytest.mark.parametrize(
+    "transformer, parameter",
+    [
+        (SOAP(r_cut=0.0), "r_cut"),
+        (SOAP(n_max=0), "n_max"),
+        (SOAP(l_max=-1), "l_max"),
+        (SOAP(sigma=-0.1), "sigma"),
+        (SOAP(rbf="bessel"), "rbf"),
+        (SOAP(weighting="poly"), "weighting"),
+        (SOAP(dtype="float16"), "dtype"),
+        (SOAP(memory=3), "memory"),
+        (MBTR(geometry="volume"), "geometry"),
+        (MBTR(n_grid=0), "n_grid"),
+        (MBTR(sigma=0.0), "sigma"),
+        (MBTR(weighting=None), "weighting"),
+        (MBTR(scale=-1.0), "scale"),
+        (MBTR(normalization="max"), "normalization"),
+        (MBTR(periodic="yes"), "periodic"),
+        (MBTR(n_jobs=1.5), "n_jobs"),
+    ],
+)
+def test_descriptor_parameters_are_validated_at_fit(transformer, parameter):
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    name = type(transformer).__name__
+    with pytest.raises(InvalidParameterError, match=f"'{parameter}' parameter of {name}"):
+        transformer.fit([molecule("CH4")])
+
+
+def test_mbtr_grid_must_be_an_interval():
+    with pytest.raises(ValueError, match="grid_max=0.5 must be larger than grid_min=1.0"):
+        MBTR(grid_min=1.0, grid_max=0.5).fit([molecule("CH4")])
+
+
+def test_descriptors_without_their_packages_name_the_extra(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "dscribe", None)
+    monkeypatch.setitem(sys.modules, "dscribe.descriptors", None)
+    extra = r"pip install \"\.\[atoms\]\""
+    with pytest.raises(ModuleNotFoundError, match=rf"SOAP needs dscribe.*{extra}"):
+        SOAP().fit([molecule("CH4")])
+    with pytest.raises(ModuleNotFoundError, match=r"MBTR needs dscribe.*\.\[atoms\]"):
+        MBTR().fit([molecule("CH4")])

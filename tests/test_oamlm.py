@@ -306,3 +306,56 @@ def test_far_references_do_not_underflow_the_weights(propane):
     assert np.all(np.isfinite(sharp)) and np.all(np.isfinite(u))
     np.testing.assert_allclose(np.linalg.norm(sharp, axis=1), 1.0)
     assert not np.allclose(sharp, wide)
+
+
+def test_model_selection_scores_the_oamlm_by_the_weighted_angle(propane):
+    """scoring=None (the default) is minus the force-weighted angle, as angle_scorer is."""
+    from sklearn.base import is_regressor
+    from sklearn.model_selection import GridSearchCV, KFold, cross_validate
+
+    from mlmlearn.metrics import angle_scorer
+
+    env = AtomicEnvironments(propane[:24], species="C")
+    model = _model(references=20)
+    cv = KFold(3)
+    default = cross_validate(model, env, env.forces, cv=cv, return_estimator=True)
+    explicit = cross_validate(model, env, env.forces, cv=cv, scoring=angle_scorer)
+    np.testing.assert_allclose(default["test_score"], explicit["test_score"], rtol=1e-12)
+    for (_, test), fitted, score in zip(
+        cv.split(env), default["estimator"], default["test_score"], strict=True
+    ):
+        by_hand = -weighted_average_angle(env.forces[test], fitted.predict(env[test]))
+        assert score == pytest.approx(by_hand, rel=1e-12)
+    search = GridSearchCV(model, {"sigma2": [0.25, 1.0]}, cv=cv).fit(env, env.forces)
+    assert np.all(search.cv_results_["mean_test_score"] < 0)  # minus degrees
+    # not a scikit-learn regressor: a regressor's score is R², the OAMLM's is not
+    assert not is_regressor(model)
+
+
+def test_predict_validates_parameters_set_after_fit(propane):
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    env = AtomicEnvironments(propane[:6], species="C")
+    model = _model(references=6).fit(env, env.forces)
+    model.set_params(sigma2=-1.0)  # a σ sweep sets predict-time parameters after fit
+    with pytest.raises(InvalidParameterError, match="'sigma2' parameter of OAMLM"):
+        model.predict(env)
+
+
+def test_the_numeric_start_in_a_periodic_box_is_the_nearest_image(propane):
+    """The numeric loss starts from the nearest atom, found at any distance, images included."""
+    from ase import Atoms
+
+    from mlmlearn.atoms._neighbors import nearest_neighbors
+
+    # two atoms 3 Å apart in a 4 Å periodic cell along x: the nearest is the image at 1 Å
+    atoms = Atoms("CH", positions=[[0.5, 0, 0], [3.5, 0, 0]], cell=[4.0, 20.0, 20.0], pbc=True)
+    start = nearest_neighbors(AtomicEnvironments(atoms), 1)[:, 0]
+    np.testing.assert_allclose(start, [[-1.0, 0, 0], [1.0, 0, 0]], atol=1e-12)
+    free = atoms.copy()
+    free.pbc = False
+    np.testing.assert_allclose(
+        nearest_neighbors(AtomicEnvironments(free), 1)[:, 0], [[3.0, 0, 0], [-3.0, 0, 0]]
+    )
+    with pytest.raises(MissingNeighborsError, match="atom 0 of structure 0 has 1 neighbours"):
+        nearest_neighbors(AtomicEnvironments(free), 2)

@@ -32,7 +32,9 @@ def linear_alkane(n_carbons):
     >>> round(float(heptane.get_distance(0, 1)), 2)
     1.54
     """
-    from ase import Atoms
+    from .._optional import import_optional
+
+    Atoms = import_optional("ase", purpose="the structure builders").Atoms
 
     n = _check_count("n_carbons", n_carbons, 1)
     # zig-zag backbone in the xy plane; an extra carbon at each end marks where
@@ -91,7 +93,9 @@ def gold_thiolate_ring(n_gold, *, displacement=1.0):
     >>> round(float(d[0, 4]), 2), round(float(d[0, 9]), 2)
     (2.33, 2.33)
     """
-    from ase import Atoms
+    from .._optional import import_optional
+
+    Atoms = import_optional("ase", purpose="the structure builders").Atoms
 
     n = _check_count("n_gold", n_gold, 3)
     angles = 2 * np.pi * np.arange(n) / n

@@ -55,6 +55,9 @@ def pack(paths, output, *, metadata):
 
 def load_archive(path):
     """Load an archive written by :func:`pack` (see :func:`load_alkanes` for the result)."""
+    from .._optional import import_optional
+
+    import_optional("ase", purpose="the bundled data sets")  # names the extra if missing
     from ase import Atoms
     from ase.calculators.singlepoint import SinglePointCalculator
     from sklearn.utils import Bunch

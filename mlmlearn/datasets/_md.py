@@ -91,7 +91,9 @@ def run_md(
     >>> frames[-1].info["step"], frames[-1].get_forces().shape
     (4, (5, 3))
     """
-    from ase import units
+    from .._optional import import_optional
+
+    units = import_optional("ase.units", purpose="run_md")
     from ase.md.langevin import Langevin
     from ase.md.velocitydistribution import (
         MaxwellBoltzmannDistribution,
@@ -190,7 +192,9 @@ def read_frames(path, *, repair=False):
         With energy (eV) and forces (eV/Å) as single-point results, momenta,
         and ``info`` keys ``step``, ``time_fs``, ``temperature_K``.
     """
-    from ase.io import read
+    from .._optional import import_optional
+
+    read = import_optional("ase.io", purpose="read_frames").read
 
     path = os.fspath(path)
     end = _complete_length(path)

@@ -59,10 +59,9 @@ AU25 = {
 
 
 def _tblite(method, charge=0):
-    try:
-        from tblite.ase import TBLite
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("xTB reference data need tblite: pip install mlmlearn[xtb]") from exc
+    from .._optional import import_optional
+
+    TBLite = import_optional("tblite.ase", purpose="xTB reference data").TBLite
     return TBLite(method=method, charge=charge, verbosity=0)
 
 

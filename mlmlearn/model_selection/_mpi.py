@@ -102,13 +102,9 @@ class MPIBackend(ParallelBackendBase):
         super().__init__(
             nesting_level=nesting_level, inner_max_num_threads=inner_max_num_threads, **kwargs
         )
-        try:
-            from mpi4py import MPI
-        except ImportError as exc:
-            raise ImportError(
-                "the 'mpi' joblib backend needs mpi4py: pip install mpi4py mpich "
-                '(or, in a clone of mlmlearn, pip install ".[mpi]")'
-            ) from exc
+        from .._optional import import_optional
+
+        MPI = import_optional("mpi4py.MPI", purpose="the 'mpi' joblib backend")
         self.comm = MPI.COMM_WORLD if comm is None else comm
         self._count = 0
         # BLAS threads per task: the cores of this node shared among its ranks

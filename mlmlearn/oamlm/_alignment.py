@@ -96,6 +96,12 @@ class Alignment(BaseEstimator):
         R, g, _ = best_alignments(P, S, orders, rss=self.accuracy == "rss")
         return R, g
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False  # atomic environments, not arrays
+        tags.requires_fit = False  # a strategy has parameters, nothing learnt
+        return tags
+
 
 def _check_accuracy(accuracy):
     # for custom strategies that keep the class default or set it without constraints

@@ -8,8 +8,9 @@ __all__ = ["plot_similarities", "plot_scores", "plot_angles", "plot_directions"]
 def _axes(ax, **kwargs):
     if ax is not None:
         return ax
-    import matplotlib.pyplot as plt
+    from ..._optional import import_optional
 
+    plt = import_optional("matplotlib.pyplot", purpose="the TEM figures")
     return plt.figure().add_subplot(**kwargs)
 
 
