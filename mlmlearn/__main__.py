@@ -188,8 +188,7 @@ progress (a timestamped line per stage, a bar per loop) to standard error.
 """
 
 
-def main(argv=None):
-    """Run the command line ``mlmlearn demo [--random-state N] [--quiet]``; returns the status."""
+def _parser():
     parser = argparse.ArgumentParser(
         prog="mlmlearn",
         description=DESCRIPTION,
@@ -209,7 +208,12 @@ def main(argv=None):
     p_demo.add_argument(
         "--quiet", action="store_true", help="no progress on standard error, results only"
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None):
+    """Run the command line ``mlmlearn demo [--random-state N] [--quiet]``; returns the status."""
+    args = _parser().parse_args(argv)
     if args.command == "demo":
         return demo(random_state=args.random_state, log=None if args.quiet else True)
     return 2  # pragma: no cover - argparse enforces the choices

@@ -1,4 +1,4 @@
-"""The documentation site builds with warnings as errors (its docstring examples run as doctests)."""
+"""The documentation site builds with warnings as errors (docstring examples run as doctests)."""
 
 import subprocess
 import sys

@@ -32,9 +32,9 @@ def search(error_score=np.nan):
 """
 
 
-def _run_mpi(tmp_path, body, n=2, timeout=240):
-    script = tmp_path / "job.py"
-    script.write_text(SEARCH + textwrap.dedent(body))
+def _run_mpi(tmp_path, body, n=2, timeout=240, prelude=SEARCH, name="job.py"):
+    script = tmp_path / name
+    script.write_text(prelude + textwrap.dedent(body))
     import mlmlearn
 
     # the ranks import the mlmlearn under test, installed or not
@@ -285,6 +285,25 @@ def test_cross_validate_returns_estimators_with_a_lambda_on_every_rank(tmp_path)
     expected = [e.predict(X[:10]) for e in serial["estimator"]]
     for rank in (0, 1):
         np.testing.assert_array_equal(np.load(tmp_path / f"rank{rank}.npy"), expected)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("document", ["README.md", "docs/distributed.rst"])
+def test_the_documented_search_script_runs_under_mpiexec_as_it_does_alone(tmp_path, document):
+    """`mpiexec -n 2 python search.py` with the document's search.py prints what one rank does."""
+    import contextlib
+    import io
+
+    from _docblocks import ROOT, script
+
+    code = script(ROOT / document, "search.py").code
+    result = _run_mpi(tmp_path, code, prelude="", name="search.py", timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    alone = io.StringIO()
+    with contextlib.redirect_stdout(alone):
+        exec(compile(code, f"{document}:search.py", "exec"), {"__name__": "__main__"})
+    assert result.stdout == alone.getvalue()  # printed once, by rank 0, the serial result
+    assert result.stdout.count("\n") == 1
 
 
 def test_one_rank_runs_in_process():
