@@ -21,7 +21,7 @@ from sklearn.linear_model._huber import _huber_loss_and_gradient
 
 from mlmlearn import RSMaximin
 from mlmlearn._distances import euclidean_distances
-from mlmlearn.robust import huber_regression
+from mlmlearn._huber import huber_regression
 
 
 def looped(D, Dout, **kw):

@@ -28,18 +28,26 @@ def distance_bound(X, Y, D):
     ``2(|x|² + |q|²)``), hence ``|d̂ - d| ≤ |d̂² - d²| / d̂`` and ``≤ √E``; the final
     square root adds ``u·d̂``. Entries recomputed from differences are within
     ``(p/2 + 3)·eps·d`` (difference u, sum of squares γ_p, square root), which
-    ``(p + 4)·eps·D`` covers. The factor ``1 + (p + 2)·eps`` covers norms
-    computed rather than exact.
+    ``(p + 4)·eps·D`` covers; the entries certainly recomputed (D² well below
+    the kernel's threshold) get that bound alone. The factor ``1 + (p + 2)·eps``
+    covers norms computed rather than exact.
     """
+    from mlmlearn._distances import _RECOMPUTE_RTOL
+
     X = np.asarray(X, dtype=np.float64)
     Y = np.asarray(Y, dtype=np.float64)
     p = X.shape[1]
     xx = np.einsum("ij,ij->i", X, X)
     yy = np.einsum("ij,ij->i", Y, Y)
-    E = (p + 2) * EPS * (1 + (p + 2) * EPS) * (xx[:, None] + yy[None, :])
+    scale = xx[:, None] + yy[None, :]
+    E = (p + 2) * EPS * (1 + (p + 2) * EPS) * scale
     with np.errstate(divide="ignore", invalid="ignore"):
         first = np.where(D > 0, E / np.where(D > 0, D, 1.0), np.inf)
-    return np.minimum(first, np.sqrt(E)) + (p + 4) * EPS * D
+    bound = np.minimum(first, np.sqrt(E)) + (p + 4) * EPS * D
+    # D² ≤ thr/4 means d² ≤ (D + √E)² < 0.36·thr and so d̂² ≤ d² + E < thr (E ≤ thr/100
+    # for p < 4e5): such an entry was certainly recomputed from the differences
+    recomputed = (D**2 <= 0.25 * _RECOMPUTE_RTOL * scale) & (E <= 0.01 * _RECOMPUTE_RTOL * scale)
+    return np.where(recomputed, (p + 4) * EPS * D, bound)
 
 
 def oracle_distances(X, Y):
@@ -124,3 +132,81 @@ def single_real_root(p, q):
     """Whether ``x³ + px + q`` has one real root (so J has one minimum): the
     premise under which :func:`cubic_root_bound` is continuous in its data."""
     return (q / 2) ** 2 + (p / 3) ** 3 > 0
+
+
+class Optimality:
+    """What :func:`kkt` finds about one column's fit."""
+
+    def __init__(self, **fields):
+        self.__dict__.update(fields)
+
+
+def kkt(X, y, coef, intercept, sigma, epsilon, alpha):
+    """How far one column's fit can be from the optimum, from its gradient and curvature.
+
+    In standardised coordinates (features centred, unit RMS; θ = (w̃, c̃), then σ)
+    the gradient g of HuberRegressor's objective and the Hessian H of its local
+    quadratic model (inlier set fixed) give ``‖(θ, σ) - (θ*, σ*)‖ ≤ ‖g‖ / λ_min(H)``
+    to first order, and by convexity the objective is above its minimum by at
+    most ``‖g‖ · ‖(θ, σ) - (θ*, σ*)‖``. ``g`` is enlarged by its own rounding
+    bound: residuals ``γ_{m+2}(|y| + |X||w| + |c|)`` (this is where the
+    representation of a line in offset coordinates enters), times ``2/σ`` per
+    inlier, plus the n-term sums ``γ_n Σ|a||ψ|``. The objective's rounding bound
+    is γ_{n+m+4} of the sum of its terms' magnitudes plus ``Σ|ψ||Δr|``.
+    """
+    n, m = X.shape
+    mean = X.mean(axis=0)
+    rms = np.sqrt(np.mean((X - mean) ** 2, axis=0))
+    A = np.column_stack([(X - mean) / rms, np.ones(n)])
+    r = y - X @ coef - intercept
+    dr = gamma(m + 2) * (np.abs(y) + np.abs(X) @ np.abs(coef) + abs(intercept))
+    inl = np.abs(r) <= epsilon * sigma
+    psi = np.where(inl, 2 * r / sigma, 2 * epsilon * np.sign(r))
+    pen = np.r_[1 / rms**2, 0.0]
+    theta = np.r_[coef * rms, intercept + mean @ coef]
+    g = np.r_[-(A.T @ psi) + 2 * alpha * pen * theta,
+              n - (~inl).sum() * epsilon**2 - (r[inl] ** 2).sum() / sigma**2]
+    dg = np.r_[np.abs(A).T @ (np.where(inl, 2 * dr / sigma, 0.0)) + gamma(n) * np.abs(A).T
+               @ np.abs(psi), 2 * gamma(n) * n + 2 * (np.abs(r[inl]) * dr[inl]).sum() / sigma**2]
+    Ai, ri = A[inl], r[inl]
+    P = m + 1
+    H = np.empty((P + 1, P + 1))
+    H[:P, :P] = 2 / sigma * Ai.T @ Ai + 2 * alpha * np.diag(pen)
+    H[:P, P] = H[P, :P] = 2 / sigma**2 * Ai.T @ ri
+    H[P, P] = 2 * (ri**2).sum() / sigma**3
+    lam_min = np.linalg.eigvalsh(H)[0]
+    assert lam_min > 0, "degenerate local model: no distance bound"
+    from sklearn.linear_model._huber import _huber_loss_and_gradient
+
+    f = _huber_loss_and_gradient(np.r_[coef, intercept, sigma], X, y, epsilon, alpha,
+                                 np.ones(n))[0]
+    # the objective's terms, each rounded by at most γ_{n+m+4} of its magnitude, and
+    # the residual errors times |ψ|
+    f_abs = n * sigma + (r[inl] ** 2).sum() / sigma + 2 * epsilon * np.abs(r[~inl]).sum() \
+        + sigma * epsilon**2 * (~inl).sum() + alpha * coef @ coef
+    rho_f = gamma(n + m + 4) * f_abs + np.abs(psi) @ dr
+    g_norm = np.linalg.norm(g) + np.linalg.norm(dg)
+    dist = g_norm / lam_min
+    return Optimality(dist=dist, excess=g_norm * dist, f=f, rho_f=rho_f, A=A, lam_min=lam_min,
+                      sigma=sigma, inliers=inl, mean=mean, rms=rms)
+
+
+def lstsq_solution_bound(D, Y, B, eD, eY):
+    """Bound on ``‖B̂[:, j] - B_exact[:, j]‖`` per column for ``min ‖D B - Y‖`` (gelsd).
+
+    Higham, Thm 20.1 (Wedin): with relative perturbations ε of D and of each
+    column y, ``‖Δb‖/‖b‖ ≤ κε/(1 - κε) (2 + (κ + 1)‖r‖/(‖D‖‖b‖))``. ε counts the
+    data errors ``eD``, ``eY`` and the SVD solver's backward error γ_{N·K}.
+    """
+    N, K = D.shape
+    s = np.linalg.svd(D, compute_uv=False)
+    kappa = s[0] / s[-1]
+    R = Y - D @ B
+    eps_D = np.linalg.norm(eD) / s[0] + gamma(N * K)
+    eps_Y = np.linalg.norm(eY, axis=0) / np.maximum(np.linalg.norm(Y, axis=0), 1e-300) \
+        + gamma(N * K)
+    e = np.maximum(eps_D, eps_Y)
+    assert np.all(kappa * e < 0.5), "the perturbation is too large for a first-order bound"
+    bnorm = np.linalg.norm(B, axis=0)
+    return kappa * e / (1 - kappa * e) * (2 * bnorm + (kappa + 1) * np.linalg.norm(R, axis=0)
+                                          / s[0])

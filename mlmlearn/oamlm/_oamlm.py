@@ -251,7 +251,7 @@ class OAMLM(MultiOutputMixin, BaseEstimator):
             B = solve_distance_regression(D_in, np.hstack([D_c, D_g]), self.beta)
             c = np.zeros(2 * k)
         else:
-            from ..robust import huber_regression
+            from .._huber import huber_regression
 
             B, c, _, self.n_iter_ = huber_regression(
                 D_in, np.hstack([D_c, D_g]), epsilon=self.epsilon, alpha=self.alpha

@@ -1,0 +1,169 @@
+"""The batched Huber solver (mlmlearn._huber): optimality, invariance, warnings."""
+
+import warnings
+
+import numpy as np
+import pytest
+from _numerics import EPS, gamma, kkt
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import HuberRegressor
+from sklearn.linear_model._huber import _huber_loss_and_gradient
+
+from mlmlearn._huber import huber_regression, optimal_scale
+
+
+def test_an_exact_line_far_from_the_origin():
+    """The reported input: y = 0.002 (t - 1e8) + 5, t from 1e8 to 1e8 + 2e4 (the slope
+    was 3.6e-7, with a warning advising more iterations, which did not help)."""
+    t = np.linspace(1e8, 1e8 + 2e4, 24)
+    y = 0.002 * (t - 1e8) + 5.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)  # an exact fit is converged
+        coef, intercept, scale, _ = huber_regression(t[:, None], y[:, None])
+    pred = t * coef[0, 0] + intercept[0]
+    # an exact fit is exact to rounding: at most eight roundings (residual, the
+    # back-transform of coefficient and intercept, this evaluation), each eps times
+    # one of the magnitudes involved
+    bound = 8 * EPS * (np.abs(y) + np.abs(t * coef[0, 0]) + abs(intercept[0]) + y.mean())
+    assert np.all(np.abs(pred - y) <= bound)
+    assert abs(coef[0, 0] - 0.002) <= 2 * bound.max() / (t[-1] - t[0])
+    assert scale[0] == 10 * EPS  # σ at HuberRegressor's lower bound: residuals are 0
+
+
+def _grid_problem(seed, n=80, m=3):
+    """Features on a grid of 1/64 below 10 in magnitude: offsets up to 1e8 and
+    power-of-two scales transform them exactly, so every transformed problem is
+    the same problem, and only the solver's rounding can tell them apart."""
+    rng = np.random.default_rng(seed)
+    X = rng.integers(-640, 640, size=(n, m)) / 64.0
+    y = X @ rng.normal(size=m) + 1.0 + 0.3 * rng.standard_t(1.5, size=n)
+    return X, y
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1e-3])
+@pytest.mark.parametrize("offset", [0.0, 1.0, 1e4, 1e8])
+@pytest.mark.parametrize("scale", [2.0**-10, 1.0, 2.0**20])  # ≈ 1e-3 … 1e6
+def test_the_fitted_line_is_invariant_to_feature_offsets_and_scales(offset, scale, alpha):
+    X, y = _grid_problem(0)
+    eps = 1.35
+    c0, i0, s0, _ = huber_regression(X, y, epsilon=eps, alpha=alpha, tol=1e-9)
+    Xt = (X + offset * np.array([1.0, -1.0, 0.5])) * scale  # exact in float64
+    # α|w|² is the same penalty on the rescaled coefficients w/scale when α is scaled by scale²
+    ct, it, st, _ = huber_regression(Xt, y, epsilon=eps, alpha=alpha * scale**2, tol=1e-9)
+    # the same line and scale, to within how far each fit can be from the optimum
+    k0 = kkt(X, y, c0[:, 0], i0[0], s0[0], eps, alpha)
+    kt = kkt(Xt, y, ct[:, 0], it[0], st[0], eps, alpha * scale**2)
+    pred0, predt = X @ c0[:, 0] + i0[0], Xt @ ct[:, 0] + it[0]
+    rounding = gamma(4) * (np.abs(X) @ np.abs(c0[:, 0]) + abs(i0[0])
+                           + np.abs(Xt) @ np.abs(ct[:, 0]) + abs(it[0]))
+    bound = np.linalg.norm(k0.A, axis=1) * (k0.dist + kt.dist) + rounding
+    assert np.all(np.abs(predt - pred0) <= bound)
+    assert abs(st[0] - s0[0]) <= k0.dist + kt.dist
+    # the bound is a real test: far below the spread of the targets
+    assert bound.max() < 1e-4 * y.std()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_objective_equal_or_lower_than_huber_regressors(seed):
+    """Small problems where HuberRegressor (L-BFGS-B) converges: ours is never above
+    its objective by more than our fit's distance to the optimum allows, plus the
+    rounding of both objectives."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(120, 4)) * rng.uniform(0.1, 10, size=4) + rng.uniform(-5, 5, size=4)
+    Y = X @ rng.normal(size=(4, 3)) + 2.0 + 0.3 * rng.standard_t(1.5, size=(120, 3))
+    eps, alpha = 1.35, 1e-3
+    coef, intercept, scale, _ = huber_regression(X, Y, epsilon=eps, alpha=alpha, tol=1e-10)
+    for k in range(Y.shape[1]):
+        ours = kkt(X, Y[:, k], coef[:, k], intercept[k], scale[k], eps, alpha)
+        ref = HuberRegressor(epsilon=eps, alpha=alpha, tol=1e-12, max_iter=10000).fit(X, Y[:, k])
+        theirs = kkt(X, Y[:, k], ref.coef_, ref.intercept_, ref.scale_, eps, alpha)
+        assert ours.f <= theirs.f + ours.excess + ours.rho_f + theirs.rho_f
+        # and both are the same fit, as far as each is from the optimum
+        pred = X @ coef[:, k] + intercept[k]
+        pred_ref = ref.predict(X)
+        assert np.all(np.abs(pred - pred_ref)
+                      <= np.linalg.norm(ours.A, axis=1) * (ours.dist + theirs.dist)
+                      + gamma(6) * (np.abs(X) @ (np.abs(coef[:, k]) + np.abs(ref.coef_))
+                                    + abs(intercept[k]) + abs(ref.intercept_)))
+
+
+def test_optimal_scale_minimises_the_objective_in_sigma():
+    rng = np.random.default_rng(2)
+    R = rng.standard_t(2, size=(300, 5))
+    eps = 1.35
+
+    def f(s, r):
+        a = np.abs(r)
+        inl = a <= eps * s
+        return len(r) * s + (r[inl] ** 2).sum() / s + (2 * eps * a[~inl] - eps**2 * s).sum()
+
+    def rounding(s, r):  # γ_{n+3} of the magnitudes of the terms
+        a = np.abs(r)
+        inl = a <= eps * s
+        return gamma(len(r) + 3) * (len(r) * s + (r[inl] ** 2).sum() / s
+                                    + (2 * eps * a[~inl] + eps**2 * s).sum())
+
+    sigma = optimal_scale(R, eps)
+    for k in range(5):
+        for s in sigma[k] * np.array([0.98, 0.999, 1.001, 1.02]):
+            assert f(sigma[k], R[:, k]) <= f(s, R[:, k]) + rounding(sigma[k], R[:, k]) + rounding(
+                s, R[:, k])
+
+
+def test_the_warning_advice_is_accurate():
+    """Running out of iterations warns and says to increase max_iter; doing so helps."""
+    X, y = _grid_problem(1)
+    with pytest.warns(ConvergenceWarning, match="increase max_iter"):
+        huber_regression(X, y, max_iter=1, tol=1e-8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        huber_regression(X, y, max_iter=100, tol=1e-8)
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e8])
+def test_a_constant_feature_gets_no_weight(offset):
+    """A constant column says nothing an intercept does not: its coefficient is
+    exactly 0, also when its centred values are rounding noise (1e8 plus steps of
+    1e-9, far below the n·eps·1e8 error of its mean), and the rest of the fit is
+    the fit without it."""
+    X, y = _grid_problem(2)
+    const = offset + 1e-9 * np.arange(len(y)) * (offset != 0)
+    coef, intercept, scale, _ = huber_regression(np.column_stack([X, const]), y, alpha=1e-3,
+                                                 tol=1e-9)
+    assert coef[-1, 0] == 0.0
+    ref, ref_icpt, ref_scale, _ = huber_regression(X, y, alpha=1e-3, tol=1e-9)
+    ours = kkt(X, y, coef[:-1, 0], intercept[0], scale[0], 1.35, 1e-3)
+    theirs = kkt(X, y, ref[:, 0], ref_icpt[0], ref_scale[0], 1.35, 1e-3)
+    pred, pred_ref = X @ coef[:-1, 0] + intercept[0], X @ ref[:, 0] + ref_icpt[0]
+    assert np.all(np.abs(pred - pred_ref) <= np.linalg.norm(ours.A, axis=1)
+                  * (ours.dist + theirs.dist) + gamma(6) * (np.abs(pred) + np.abs(pred_ref)))
+
+
+def test_fit_intercept_false_fits_through_the_origin():
+    X, y = _grid_problem(3)
+    coef, intercept, scale, _ = huber_regression(X, y, fit_intercept=False, alpha=0.0,
+                                                 tol=1e-10)
+    assert np.all(intercept == 0.0)
+    ref = HuberRegressor(epsilon=1.35, alpha=0.0, fit_intercept=False, tol=1e-12,
+                         max_iter=10000).fit(X, y)
+    w = np.r_[coef[:, 0], scale[0]]
+    w_ref = np.r_[ref.coef_, ref.scale_]
+    f = _huber_loss_and_gradient(w, X, y, 1.35, 0.0, np.ones(len(y)))[0]
+    f_ref = _huber_loss_and_gradient(w_ref, X, y, 1.35, 0.0, np.ones(len(y)))[0]
+    assert f <= f_ref * (1 + gamma(len(y) + X.shape[1] + 4)) + 1e-300
+
+
+@pytest.mark.parametrize("bad", ["shape", "rows", "nan"])
+def test_bad_inputs_name_the_argument(bad):
+    X, y = _grid_problem(0)
+    if bad == "shape":
+        with pytest.raises(ValueError, match="X must be"):
+            huber_regression(X[:, 0], y)
+    elif bad == "rows":
+        with pytest.raises(ValueError, match=r"X \(80, 3\), Y \(79, 1\)"):
+            huber_regression(X, y[:-1])
+    else:
+        y = y.copy()
+        y[5] = np.nan
+        with pytest.raises(ValueError, match="Y must be finite; row 5"):
+            huber_regression(X, y)
