@@ -183,9 +183,10 @@ def test_neighbor_lists_are_computed_once_per_structure_and_shared(monkeypatch):
         "types_from_neighbors",
         lambda *args: typings.append(args[2:]) or rules(*args),
     )
-    frames = load_au25().frames[::300]  # 3 structures
+    frames = load_au25().frames[:3]
+    n = len(frames)
     env = AtomicEnvironments(frames, atom_types=["Au_core", "S"])
-    assert calls == [5.0] * 3 and len(typings) == 3  # typing: one list of max(3, 5) Å each
+    assert calls == [5.0] * n and len(typings) == n  # typing: one list of max(3, 5) Å each
     env.neighbors(3.0)
     env[::2].neighbors(4.0)
     env.select(species="S").neighbors(5.0)
@@ -193,13 +194,13 @@ def test_neighbor_lists_are_computed_once_per_structure_and_shared(monkeypatch):
     GoldThiolateAlignment().neighborhoods(gold)  # reach 5 Å, typing (3, 5)
     PermutationAlignment(4).neighborhoods(env)  # cutoff 5 Å
     _ = env.atom_types, gold.atom_types
-    assert calls == [5.0] * 3 and len(typings) == 3
+    assert calls == [5.0] * n and len(typings) == n
     # a larger cutoff is built once per structure and then serves every smaller one
     GoldThiolateAlignment(core_cutoff=5.5).neighborhoods(gold)
     env.neighbors(5.5)
     env.neighbors(3.0)
-    assert calls == [5.0] * 3 + [5.5] * 3
-    assert typings[3:] == [(3.0, 5.5)] * 3  # a new pair of typing cutoffs: typed once more
+    assert calls == [5.0] * n + [5.5] * n
+    assert typings[n:] == [(3.0, 5.5)] * n  # a new pair of typing cutoffs: typed once more
     # a pickled copy (joblib workers) does not carry the caches
     import pickle
 
@@ -298,3 +299,162 @@ def test_typing_errors_name_the_atom():
         gold_thiolate_types(lonely)
     with pytest.raises(AtomTypingError, match="atom 1 is O"):
         gold_thiolate_types(Atoms("AuO", positions=[[0, 0, 0], [2, 0, 0]]))
+
+
+# -- reference forces and energies are checked against their structure (issue 12, item 1) ------
+
+from ase.calculators.calculator import PropertyNotImplementedError  # noqa: E402
+
+from mlmlearn.atoms import (  # noqa: E402
+    InconsistentStructureError,
+    MissingReferenceError,
+    StaleCalculatorError,
+)
+
+
+def test_forces_of_a_structure_edited_after_its_calculation_are_refused(structures):
+    """The issue's input: ``del atoms[0]`` under a SinglePointCalculator holding 5 rows."""
+    edited = structures[0]
+    del edited[0]
+    with pytest.raises(PropertyNotImplementedError):  # ASE's own get_forces refuses it
+        edited.get_forces()
+    env = AtomicEnvironments(structures)
+    with pytest.raises(StaleCalculatorError, match=r"structure 0 \(H4, 4 atoms\).*numbers"):
+        _ = env.forces
+    with pytest.raises(StaleCalculatorError, match="structure 0"):
+        _ = env.y
+    # the later structures' forces are their own, not shifted by the missing row
+    later = env[env.structure_index > 0]
+    np.testing.assert_array_equal(
+        later.forces, np.vstack([structures[1].get_forces(), structures[2].get_forces()])
+    )
+    with pytest.raises(StaleCalculatorError, match="structure 0"):
+        _ = env.structure_energies
+
+
+def _edit(atoms, kind):
+    if kind == "move":
+        atoms.positions[1, 0] += 1e-9
+    elif kind == "delete":
+        del atoms[0]
+    elif kind == "append":
+        atoms.append("H")
+    elif kind == "numbers":
+        atoms.numbers[0] = 7
+    elif kind == "cell":
+        atoms.cell = [10.0, 10.0, 10.0]
+    elif kind == "pbc":
+        atoms.pbc = True
+    elif kind == "charges":
+        atoms.set_initial_charges(np.arange(len(atoms)) % 2)
+    elif kind == "magmoms":
+        atoms.set_initial_magnetic_moments(np.ones(len(atoms)))
+    return atoms
+
+
+EDITS = ["none", "move", "delete", "append", "numbers", "cell", "pbc", "charges", "magmoms"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    name=st.sampled_from(["CH4", "C2H6", "NH3", "CH3OH"]),
+    edits=st.lists(st.sampled_from(EDITS), min_size=1, max_size=2),
+    seed=st.integers(0, 2**16),
+)
+def test_forces_are_accepted_exactly_when_ase_get_forces_accepts_them(name, edits, seed):
+    """Oracle: ASE's ``get_forces`` on the same SinglePointCalculator structure."""
+    atoms = _with_forces(molecule(name), seed)
+    for kind in edits:
+        _edit(atoms, kind)
+    try:
+        expected = atoms.get_forces()
+    except PropertyNotImplementedError:
+        expected = None
+    env = AtomicEnvironments([_with_forces(molecule("CO"), 1), atoms])
+    np.testing.assert_array_equal(env[:2].forces, env.structures[0].get_forces())
+    if expected is None:
+        with pytest.raises(StaleCalculatorError, match=r"structure 1 .*changed since"):
+            _ = env.forces
+    else:
+        np.testing.assert_array_equal(env[env.structure_index == 1].forces, expected)
+
+
+def test_a_live_calculator_is_read_not_rerun():
+    from ase.calculators.emt import EMT
+
+    class CountingEMT(EMT):
+        calls = 0
+
+        def calculate(self, *args, **kwargs):
+            CountingEMT.calls += 1
+            super().calculate(*args, **kwargs)
+
+    atoms = molecule("CH4")
+    atoms.calc = CountingEMT()
+    expected = atoms.get_forces()
+    env = AtomicEnvironments(atoms)
+    np.testing.assert_array_equal(env.forces, expected)
+    assert env.structure_energies[0] == atoms.get_potential_energy()
+    atoms.positions[0] += 0.1  # the results now describe the old geometry
+    env = AtomicEnvironments(atoms)
+    with pytest.raises(StaleCalculatorError, match="CountingEMT.*positions"):
+        _ = env.forces
+    assert CountingEMT.calls == 1
+    fresh = molecule("CH4")
+    fresh.calc = EMT()  # no results yet: missing, and nothing is computed
+    with pytest.raises(MissingForcesError, match="structure 0"):
+        _ = AtomicEnvironments(fresh).forces
+
+
+@pytest.mark.parametrize(
+    "forces, match",
+    [
+        (np.zeros((5, 2)), r"has shape \(5, 2\), not \(5, 3\)"),
+        (np.zeros((4, 3)), r"has shape \(4, 3\), not \(5, 3\)"),
+        (np.zeros(15), r"has shape \(15,\), not \(5, 3\)"),
+        (np.where(np.arange(15).reshape(5, 3) == 7, np.nan, 0.0), "non-finite value on atom 2"),
+        (np.where(np.arange(15).reshape(5, 3) == 13, -np.inf, 0.0), "non-finite value on atom 4"),
+    ],
+)
+def test_calculator_forces_of_the_wrong_shape_or_not_finite_are_refused(structures, forces, match):
+    bad = molecule("CH4")
+    bad.calc = SinglePointCalculator(bad, energy=0.0, forces=forces)
+    env = AtomicEnvironments(structures[1:] + [bad])
+    with pytest.raises(InconsistentStructureError, match=rf"structure 2 \(CH4, 5 atoms\).*{match}"):
+        _ = env.forces
+    np.testing.assert_array_equal(
+        env[env.structure_index < 2].forces[0], structures[1].get_forces()[0]
+    )
+
+
+@pytest.mark.parametrize(
+    "column, match",
+    [
+        (np.zeros(5), r"arrays\['forces'\] column has shape \(5,\), not \(5, 3\)"),
+        (np.zeros((5, 4)), r"has shape \(5, 4\), not \(5, 3\)"),
+        (np.full((5, 3), np.nan), "non-finite value on atom 0: nan"),
+    ],
+)
+def test_forces_columns_of_the_wrong_shape_or_not_finite_are_refused(column, match):
+    atoms = molecule("CH4")
+    atoms.new_array("forces", column)
+    with pytest.raises(InconsistentStructureError, match=match):
+        _ = AtomicEnvironments([molecule("H2"), atoms], species="C").forces
+    good = molecule("CH4")
+    good.new_array("forces", np.ones((5, 3)))
+    np.testing.assert_array_equal(AtomicEnvironments(good).forces, np.ones((5, 3)))
+
+
+def test_structure_energies_are_checked_like_forces(structures):
+    env = AtomicEnvironments(structures, species="C")
+    np.testing.assert_array_equal(env.structure_energies, [0.0, 1.0, 2.0])
+    np.testing.assert_array_equal(env.structure_energies[env.structure_index], [0, 1, 1, 2, 2, 2])
+    with pytest.raises(MissingReferenceError, match=r"structure 1 \(H2O\) has no reference energy"):
+        _ = AtomicEnvironments([structures[0], molecule("H2O")]).structure_energies
+    nan = molecule("H2")
+    nan.calc = SinglePointCalculator(nan, energy=float("nan"), forces=np.zeros((2, 3)))
+    with pytest.raises(InconsistentStructureError, match=r"structure 1 .*'energy'.*non-finite"):
+        _ = AtomicEnvironments([structures[0], nan]).structure_energies
+    assert issubclass(MissingForcesError, MissingReferenceError)
+    assert issubclass(StaleCalculatorError, InconsistentStructureError)
+    assert issubclass(InconsistentStructureError, ValueError)

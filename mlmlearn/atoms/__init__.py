@@ -5,7 +5,14 @@ in the source tree); those packages are imported when used.
 """
 
 from ._atom_types import GOLD_THIOLATE_TYPES, AtomTypingError, gold_thiolate_types
-from ._environments import AtomicEnvironments, MissingForcesError, Neighborhood
+from ._environments import (
+    AtomicEnvironments,
+    InconsistentStructureError,
+    MissingForcesError,
+    MissingReferenceError,
+    Neighborhood,
+    StaleCalculatorError,
+)
 from ._mbtr import MBTR
 from ._neighbors import MissingNeighborsError, NeighborList, neighbor_list
 from ._soap import SOAP
@@ -14,12 +21,15 @@ __all__ = [
     "AtomicEnvironments",
     "AtomTypingError",
     "GOLD_THIOLATE_TYPES",
+    "InconsistentStructureError",
     "MBTR",
     "MissingForcesError",
     "MissingNeighborsError",
+    "MissingReferenceError",
     "Neighborhood",
     "NeighborList",
     "SOAP",
+    "StaleCalculatorError",
     "gold_thiolate_types",
     "neighbor_list",
 ]

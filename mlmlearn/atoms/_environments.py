@@ -8,7 +8,14 @@ import numpy as np
 from .._optional import import_optional
 from . import _neighbors
 
-__all__ = ["AtomicEnvironments", "MissingForcesError", "Neighborhood"]
+__all__ = [
+    "AtomicEnvironments",
+    "InconsistentStructureError",
+    "MissingForcesError",
+    "MissingReferenceError",
+    "Neighborhood",
+    "StaleCalculatorError",
+]
 
 #: Neighbours of one centre, nearest first: structure-local ``indices`` (for a
 #: periodic image, the atom it is an image of), atomic ``numbers``, ``distances``
@@ -19,8 +26,28 @@ Neighborhood = namedtuple("Neighborhood", ["indices", "numbers", "distances", "v
 BOND_CUTOFF, CORE_CUTOFF = 3.0, 5.0
 
 
-class MissingForcesError(ValueError):
+class MissingReferenceError(ValueError):
+    """A structure has no reference value (forces, energy) where one is needed."""
+
+
+class MissingForcesError(MissingReferenceError):
     """A structure has no reference forces where forces are needed."""
+
+
+class InconsistentStructureError(ValueError):
+    """A per-structure array (forces, energy) does not fit the structure it belongs to.
+
+    Raised for a wrong shape (e.g. force rows of a structure that has since
+    lost an atom) or a non-finite value; the message names the structure index.
+    """
+
+
+class StaleCalculatorError(InconsistentStructureError):
+    """A calculator's stored results were computed for another state of the structure.
+
+    ASE's ``get_forces()`` refuses such a structure too: the calculator's
+    ``check_state`` reports what changed (positions, numbers, cell, …).
+    """
 
 
 class _Store:
@@ -40,7 +67,9 @@ class _Store:
         self._neighbors = {}  # structure -> NeighborList of the largest cutoff asked for
         self._positions = None
         self._forces = None
-        self._missing = None
+        self._force_errors = None
+        self._energies = None
+        self._energy_errors = None
         self._fingerprint = None
 
     def positions(self, flat):
@@ -107,23 +136,40 @@ class _Store:
         return out
 
     def forces(self, flat):
+        """Reference forces of the atoms ``flat``, every structure checked once, on first use.
+
+        Raises the first failure (:class:`MissingForcesError`,
+        :class:`StaleCalculatorError`, :class:`InconsistentStructureError`) among
+        the structures of ``flat`` only: other structures may lack forces.
+        """
         if self._forces is None:
-            per_structure = [_reference_forces(a) for a in self.structures]
-            self._missing = np.array([f is None for f in per_structure], dtype=bool)
-            self._forces = _concatenate(
-                [
-                    np.full((len(a), 3), np.nan) if f is None else f
-                    for a, f in zip(self.structures, per_structure, strict=True)
-                ]
-            )
-        missing = np.flatnonzero(self._missing[np.unique(self.structure_of[flat])])
-        if missing.size:
-            s = int(np.unique(self.structure_of[flat])[missing[0]])
-            raise MissingForcesError(
-                f"structure {s} ({self.structures[s].get_chemical_formula()}) has no "
-                "reference forces: attach a calculator result or an arrays['forces'] column"
-            )
+            per_structure, self._force_errors = self._gather("forces")
+            self._forces = _concatenate(per_structure)
+        _raise_first(self._force_errors, self.structure_of[flat])
         return self._forces[flat]
+
+    def energies(self):
+        """Reference potential energy (eV) of every structure, shape (n_structures,)."""
+        if self._energies is None:
+            per_structure, self._energy_errors = self._gather("energy")
+            self._energies = np.array(per_structure, dtype=float)
+        _raise_first(self._energy_errors, np.arange(len(self.structures)))
+        return self._energies
+
+    def _gather(self, name):
+        """Each structure's checked ``name`` result (NaN where absent) and its failures."""
+        values, errors = [], {}
+        for s, atoms in enumerate(self.structures):
+            try:
+                value = _reference(atoms, s, name)
+            except InconsistentStructureError as exc:
+                errors[s], value = exc, None
+            if value is None:
+                if s not in errors:
+                    errors[s] = _missing(atoms, s, name)
+                value = np.full(_SHAPES[name](len(atoms)), np.nan)
+            values.append(value)
+        return values, errors
 
     def fingerprint(self):
         """A hash of every structure's numbers, positions, cell and pbc."""
@@ -140,13 +186,113 @@ def _concatenate(arrays):
     return np.concatenate(arrays).astype(float) if arrays else np.empty((0, 3))
 
 
-def _reference_forces(atoms):
+#: The shape of each per-structure reference array, given the structure's atom count.
+_SHAPES = {"forces": lambda n: (n, 3), "energy": lambda n: ()}
+
+
+def _reference(atoms, s, name):
+    """Structure ``s``'s stored ``name`` (``"forces"`` or ``"energy"``), checked; None if absent.
+
+    Read as ``atoms.get_forces()`` would, but from stored results only (no
+    calculator ever runs): a calculator's result first — refused if its
+    ``check_state(atoms)`` reports a change since it was computed — then, for
+    forces, an ``arrays["forces"]`` column. The value must have the shape of
+    ``_SHAPES`` and be finite.
+    """
     calc = atoms.calc
-    if calc is not None and "forces" in getattr(calc, "results", {}):
-        return np.asarray(calc.results["forces"], dtype=float)
-    if "forces" in atoms.arrays:
-        return np.asarray(atoms.arrays["forces"], dtype=float)
-    return None
+    results = getattr(calc, "results", None) or {}
+    if calc is not None and name in results:
+        source = f"its {type(calc).__name__}'s stored {name!r} result"
+        changes = _changes(calc, atoms)
+        if changes is None or changes:
+            why = (
+                f"changed since: {', '.join(changes)}"
+                if changes
+                else "the calculator has no check_state to confirm it"
+            )
+            raise StaleCalculatorError(
+                f"structure {s} ({atoms.get_chemical_formula()}, {len(atoms)} atoms): {source} "
+                f"was computed for another state of the structure ({why}); recompute it or "
+                "attach a result for the structure as it is"
+            )
+        value = results[name]
+    elif name == "forces" and "forces" in atoms.arrays:
+        value, source = atoms.arrays["forces"], "its arrays['forces'] column"
+    else:
+        return None
+
+    def where():
+        return f"structure {s} ({atoms.get_chemical_formula()}, {len(atoms)} atoms): {source}"
+
+    try:
+        array = np.asarray(value, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise InconsistentStructureError(f"{where()} is not numeric ({exc})") from None
+    expected = _SHAPES[name](len(atoms))
+    if array.shape != expected:
+        raise InconsistentStructureError(f"{where()} has shape {array.shape}, not {expected}")
+    if not np.isfinite(array).all():
+        bad = tuple(np.argwhere(~np.isfinite(array))[0])
+        at = f" on atom {bad[0]}" if array.ndim else ""
+        raise InconsistentStructureError(
+            f"{where()} holds a non-finite value{at}: {float(array[bad])!r}"
+        )
+    return array
+
+
+def _changes(calc, atoms):
+    """``calc.check_state(atoms)`` as a list (None without one), exact copies short-cut.
+
+    ASE's ``compare_atoms`` costs ~0.1 ms; a calculator with ``Calculator``'s
+    rule (compare the remembered structure within 1e-15, ignoring
+    ``ignored_changes``) whose remembered structure equals ``atoms`` exactly in
+    every property of ``all_changes`` has no changes by that rule, so only
+    other cases call it.
+    """
+    from ase.calculators.calculator import Calculator, all_changes
+
+    check_state = getattr(calc, "check_state", None)
+    if check_state is None:
+        return None
+    ref = getattr(calc, "atoms", None)
+    if (
+        type(calc).check_state is Calculator.check_state
+        and ref is not None
+        and len(ref) == len(atoms)
+        and all(_same(ref, atoms, prop) for prop in all_changes)
+    ):
+        return []
+    return list(check_state(atoms))
+
+
+def _same(a, b, prop):
+    """Whether property ``prop`` of ``a`` and ``b`` is bit for bit the same."""
+    if prop in ("cell", "pbc"):
+        x, y = np.asarray(getattr(a, prop)), np.asarray(getattr(b, prop))
+    elif prop in a.arrays and prop in b.arrays:
+        x, y = a.arrays[prop], b.arrays[prop]
+    else:
+        return (prop in a.arrays) == (prop in b.arrays)
+    return x.dtype == y.dtype and x.shape == y.shape and x.tobytes() == y.tobytes()
+
+
+def _missing(atoms, s, name):
+    what = (
+        "reference forces: attach a calculator result or an arrays['forces'] column"
+        if name == "forces"
+        else f"reference {name}: attach a calculator result"
+    )
+    error = MissingForcesError if name == "forces" else MissingReferenceError
+    return error(f"structure {s} ({atoms.get_chemical_formula()}) has no {what}")
+
+
+def _raise_first(errors, structures):
+    """Raise (a fresh copy of) the failure of the lowest structure index in ``structures``."""
+    if errors:
+        for s in np.unique(structures):
+            if int(s) in errors:
+                error = errors[int(s)]
+                raise type(error)(*error.args)
 
 
 class AtomicEnvironments:
@@ -162,9 +308,13 @@ class AtomicEnvironments:
     Parameters
     ----------
     structures : ase.Atoms or sequence of ase.Atoms
-        The structures (positions in Å). Reference forces (eV/Å) are taken
-        from a calculator's results (e.g. an extxyz file read by ASE) or an
-        ``arrays["forces"]`` column.
+        The structures (positions in Å). Reference forces (eV/Å) and
+        energies (eV) are taken from a calculator's stored results (e.g. an
+        extxyz file read by ASE; no calculation is ever started) if the
+        calculator's ``check_state`` confirms they belong to the structure as
+        it is now — as ``atoms.get_forces()`` would — or else, for forces, from
+        an ``arrays["forces"]`` column; each is checked for shape and finite
+        values on first use (see :attr:`forces`).
     species : str or sequence of str, default=None
         Keep only centres of these elements (e.g. ``"H"`` or ``["C", "H"]``).
     atom_types : str or sequence of str, default=None
@@ -367,11 +517,36 @@ class AtomicEnvironments:
     def forces(self):
         """Reference force on each centre (eV/Å), shape (n_environments, 3).
 
-        Raises :class:`MissingForcesError` naming the first structure without forces.
+        Each structure's forces are read once, from stored results only (see
+        the class description), and checked against the structure.
+
+        Raises
+        ------
+        MissingForcesError
+            A structure of these environments has no forces.
+        StaleCalculatorError
+            A structure changed (moved, lost or gained atoms, …) after its
+            calculator's results were computed, as ``calc.check_state`` reports.
+        InconsistentStructureError
+            A structure's forces are not of shape (n_atoms, 3) or not finite.
+
+        Each message names the first such structure (its index and formula).
         """
         return self._store.forces(self._flat)
 
     y = forces
+
+    @property
+    def structure_energies(self):
+        """Reference potential energy (eV) of each of ``structures``, shape (n_structures,).
+
+        Index it with ``structure_index`` for the energy of each environment's
+        structure. Read and checked as :attr:`forces` are (a stored calculator
+        result, current and finite); raises :class:`MissingReferenceError`,
+        :class:`StaleCalculatorError` or :class:`InconsistentStructureError`
+        naming the first structure that fails.
+        """
+        return self._store.energies()
 
     @property
     def groups(self):
