@@ -71,9 +71,16 @@ def numeric_direction(d_c, g, rotated, sigma1, sigma2, start, *, mask=None, tol=
 
     Paper III's numeric loss: the equality constraint |v|² = 1 is handled by
     sequential quadratic programming, starting from ``start`` (the direction
-    to the nearest neighbour in paper III). ``mask`` (n, K) restricts each sum
-    to the accepted references Γ. References whose weight exp(−(g/σ₂)²) is
-    below 1e-16 of the largest are dropped (their terms cannot change J).
+    to the nearest neighbour in paper III). SLSQP stops when J changes by less
+    than ``tol``, which leaves the direction off the minimum by up to
+    √(2 tol / λ) rad (λ the curvature of J on the sphere); a few Newton steps on
+    the sphere (:func:`_sphere_newton`) then take it to the local minimum it
+    converged towards, to rounding, so that predictions do not depend on where
+    the optimiser happened to stop (rotating a structure rotates them exactly).
+
+    ``mask`` (n, K) restricts each sum to the accepted references Γ. References
+    whose weight exp(−(g/σ₂)²) is below 1e-16 of the largest are dropped (their
+    terms cannot change J).
 
     Parameters
     ----------
@@ -107,5 +114,43 @@ def numeric_direction(d_c, g, rotated, sigma1, sigma2, start, *, mask=None, tol=
             constraints=[constraint],
             options={"ftol": tol, "maxiter": 200},
         )
-        out[i] = result.x
+        out[i] = _sphere_newton(_normalise(result.x[None])[0], *args)
     return _normalise(out)
+
+
+def _sphere_newton(v, d_c, g, rotated, sigma1, sigma2, *, max_steps=8):
+    """Riemannian Newton steps for (2.29) on the unit sphere, from a nearby ``v``.
+
+    With e_j = d_c,j − r_j·v and w_j = exp(−(e_j/σ₁)² − (g_j/σ₂)²), J = −Σ w_j has
+    ∇J = −(2/σ₁²) Σ w_j e_j r_j and ∇²J = −(2/σ₁²) Σ w_j (2 e_j²/σ₁² − 1) r_j r_jᵀ;
+    on the sphere the Hessian is P ∇²J P − (v·∇J) P with P = I − v vᵀ. Steps are
+    taken in the tangent plane while that Hessian is positive definite and J does
+    not rise beyond rounding; otherwise ``v`` is returned as it is.
+    """
+    log_w0 = -((g / sigma2) ** 2)
+    shift = log_w0.max() if log_w0.size else 0.0  # J scaled by a constant: same minimiser
+
+    def loss(u):
+        e = d_c - rotated @ u
+        w = np.exp(log_w0 - shift - (e / sigma1) ** 2)
+        return -w.sum(), e, w
+
+    value, e, w = loss(v)
+    for _ in range(max_steps):
+        grad = -(2.0 / sigma1**2) * ((w * e) @ rotated)
+        hess = -(2.0 / sigma1**2) * ((rotated.T * (w * (2.0 * e**2 / sigma1**2 - 1.0))) @ rotated)
+        basis = np.linalg.svd(np.eye(3) - np.outer(v, v))[0][:, :2]  # the tangent plane
+        h = basis.T @ hess @ basis - (v @ grad) * np.eye(2)
+        gt = basis.T @ grad
+        if not np.all(np.linalg.eigvalsh(h) > 0):
+            break
+        step = -basis @ np.linalg.solve(h, gt)
+        trial = v + step
+        trial /= np.linalg.norm(trial)
+        new_value, new_e, new_w = loss(trial)
+        if new_value > value + 1e-14 * abs(value):
+            break
+        v, value, e, w = trial, new_value, new_e, new_w
+        if np.linalg.norm(step) < 1e-15:
+            break
+    return v
