@@ -5,10 +5,12 @@ Needs ``pip install mlmlearn[atoms]``; regenerating data also needs ``mlmlearn[x
 
 from ._builders import gold_thiolate_ring, linear_alkane
 from ._bundled import load_alkanes, load_au25, load_gold_thiolate_rings
+from ._integrity import frame_integrity
 from ._md import read_frames, run_md
 from ._sampling import logarithmic_indices
 
 __all__ = [
+    "frame_integrity",
     "gold_thiolate_ring",
     "linear_alkane",
     "load_alkanes",
