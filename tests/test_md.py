@@ -124,3 +124,60 @@ def test_logarithmic_indices_are_distinct_and_dense_at_the_end():
     assert gaps[-10:].max() == 1 and gaps[:10].min() > 50
     with pytest.raises(ValueError, match="n_samples=9 exceeds n_frames=8"):
         logarithmic_indices(8, 9)
+
+
+def _methanethiolate():
+    """CH3S⁻: methanethiol without the hydrogen on its sulfur."""
+    from ase.build import molecule
+
+    thiol = molecule("CH3SH")
+    sulfur = int(np.flatnonzero(thiol.numbers == 16)[0])
+    hydrogens = np.flatnonzero(thiol.numbers == 1)
+    del thiol[int(hydrogens[np.argmin(thiol.get_distances(sulfur, hydrogens))])]
+    return thiol
+
+
+def test_frames_of_a_charged_run_carry_their_charge(tmp_path):
+    """A fresh calculator attached to a written frame computes the anion, not the neutral."""
+    from mlmlearn.datasets._bundled import load_archive, pack
+
+    path = tmp_path / "thiolate.extxyz"
+    anion = tblite.TBLite(method="GFN2-xTB", charge=-1, verbosity=0)
+    run_md(_methanethiolate(), anion, path, n_steps=2, timestep=0.5, seed=3)
+    frames = read_frames(path)
+    for frame in frames:
+        assert frame.info["charge"] == -1 and frame.get_initial_charges().sum() == -1
+    frame = frames[-1]
+    # tblite given no charge reads the frame's: the same calculation as charge=-1, bit for bit
+    # up to the SCC's run-to-run noise; the neutral molecule is eV/Å away
+    read_charge, told = frame.copy(), frame.copy()
+    read_charge.calc = tblite.TBLite(method="GFN2-xTB", verbosity=0)
+    told.calc = tblite.TBLite(method="GFN2-xTB", charge=-1, verbosity=0)
+    np.testing.assert_allclose(read_charge.get_forces(), told.get_forces(), rtol=0, atol=1e-10)
+    np.testing.assert_allclose(read_charge.get_forces(), frame.get_forces(), rtol=0, atol=1e-4)
+    neutral = frame.copy()
+    neutral.set_initial_charges(np.zeros(len(neutral)))
+    neutral.calc = tblite.TBLite(method="GFN2-xTB", verbosity=0)
+    assert np.abs(neutral.get_forces() - frame.get_forces()).max() > 0.1
+    # the charge survives packing into an archive and loading it
+    archive = pack([path], tmp_path / "thiolate.npz", metadata={"runs": [{"name": "CH3S"}]})
+    loaded = load_archive(archive).frames[-1]
+    assert loaded.info["charge"] == -1 and loaded.get_initial_charges().sum() == -1
+    # resuming under another charge is refused
+    with pytest.raises(ValueError, match="charge=-1, not 0"):
+        run_md(_methanethiolate(), _xtb(), path, n_steps=2, timestep=0.5, seed=3)
+
+
+def test_initial_charges_give_the_run_its_charge_when_the_calculator_has_none(tmp_path):
+    from mlmlearn.datasets._md import _total_charge
+
+    anion = _methanethiolate()
+    anion.set_initial_charges([0.0, -0.5, -0.5, 0.0, 0.0])
+    assert _total_charge(anion, _xtb()) == -1
+    assert _total_charge(anion, tblite.TBLite(method="GFN2-xTB", charge=0)) == 0
+    path = tmp_path / "anion.extxyz"
+    run_md(anion, _xtb(), path, n_steps=1, timestep=0.5, seed=1)
+    frame = read_frames(path)[-1]
+    assert frame.info["charge"] == -1
+    # per-atom charges that already sum to the total are kept as given
+    np.testing.assert_array_equal(frame.get_initial_charges(), [0.0, -0.5, -0.5, 0.0, 0.0])

@@ -42,7 +42,11 @@ def run_md(
         Start structure (positions in Å). Not modified.
     calculator : ase.calculators.calculator.Calculator
         Any ASE calculator giving energy (eV) and forces (eV/Å), e.g.
-        ``tblite.ase.TBLite(method="GFN2-xTB")``.
+        ``tblite.ase.TBLite(method="GFN2-xTB")``. Every frame written carries
+        the total charge of the calculation — the calculator's ``charge``
+        parameter if it has one, else the sum of ``atoms``' initial charges —
+        as ``info["charge"]`` and as initial charges summing to it, so that a
+        fresh calculator attached to a frame computes the same system.
     output : str or path-like
         Extended XYZ file. If it already holds frames of this run, the run
         continues from the last complete one (a truncated last frame from an
@@ -120,6 +124,7 @@ def run_md(
         "md_n_steps": int(n_steps),
     }
     atoms = atoms.copy()
+    charge = _total_charge(atoms, calculator)
     if frames:
         last = frames[-1]
         for key, value in signature.items():
@@ -130,6 +135,10 @@ def run_md(
                 )
         if len(last) != len(atoms) or np.any(last.numbers != atoms.numbers):
             raise ValueError(f"{output!r} holds frames of a different structure")
+        if "charge" in last.info and last.info["charge"] != charge:
+            raise ValueError(
+                f"{output!r} holds a run with charge={last.info['charge']!r}, not {charge!r}"
+            )
         atoms.set_positions(last.positions)
         atoms.set_momenta(last.get_momenta())
         step = int(last.info["step"])
@@ -157,7 +166,7 @@ def run_md(
     n_frames = len(frames)
     with open(output, "a") as fd:
         if not frames:
-            _write_frame(fd, atoms, step, timestep, target(step), signature)
+            _write_frame(fd, atoms, step, timestep, target(step), signature, charge)
             n_frames += 1
         bar = progress(
             range(step, n_steps),
@@ -170,7 +179,7 @@ def run_md(
                 dyn.set_temperature(temperature_K=target(step))
             dyn.run(1)
             if (step + 1) % write_interval == 0 or step + 1 == n_steps:
-                _write_frame(fd, atoms, step + 1, timestep, target(step + 1), signature)
+                _write_frame(fd, atoms, step + 1, timestep, target(step + 1), signature, charge)
                 n_frames += 1
     return n_frames
 
@@ -190,7 +199,9 @@ def read_frames(path, *, repair=False):
     -------
     frames : list of ase.Atoms
         With energy (eV) and forces (eV/Å) as single-point results, momenta,
-        and ``info`` keys ``step``, ``time_fs``, ``temperature_K``.
+        and ``info`` keys ``step``, ``time_fs``, ``temperature_K`` and the
+        total ``charge`` (e; also the sum of the initial charges, where a
+        calculator reads it).
     """
     from .._optional import import_optional
 
@@ -231,11 +242,12 @@ def _complete_length(path):
             good = fd.tell()
 
 
-def _write_frame(fd, atoms, step, timestep, temperature, signature):
+def _write_frame(fd, atoms, step, timestep, temperature, signature, charge):
     from ase.calculators.singlepoint import SinglePointCalculator
     from ase.io import write
 
     frame = atoms.copy()
+    _set_total_charge(frame, charge)
     frame.calc = SinglePointCalculator(
         frame, energy=atoms.get_potential_energy(), forces=atoms.get_forces()
     )
@@ -246,6 +258,42 @@ def _write_frame(fd, atoms, step, timestep, temperature, signature):
     write(fd, frame, format="extxyz")
     fd.flush()
     os.fsync(fd.fileno())
+
+
+def _set_total_charge(atoms, charge):
+    """Give ``atoms`` the total ``charge`` (e) the way ASE calculators and extxyz read it.
+
+    tblite's (and xtb-python's) ASE calculator takes the total charge from
+    ``sum(atoms.get_initial_charges())`` when it is given none; extxyz codes use
+    ``atoms.info["charge"]``. Both are set. Initial charges that already sum to
+    ``charge`` are kept; otherwise the whole charge is put on atom 0 (only the
+    sum has a meaning here, and a whole number survives text formats exactly).
+
+    Call it *before* attaching a calculator's results: ASE counts a change of
+    the initial charges as a change of the structure.
+    """
+    current = atoms.get_initial_charges()
+    if abs(current.sum() - charge) > 1e-9:
+        if len(atoms) == 0:
+            raise ValueError(f"an empty structure cannot carry a charge of {charge!r} e")
+        initial = np.zeros(len(atoms))
+        initial[0] = charge
+        atoms.set_initial_charges(initial)
+    atoms.info["charge"] = charge
+
+
+def _total_charge(atoms, calculator):
+    """The total charge (e) ``calculator`` computes ``atoms`` with.
+
+    A ``charge`` parameter of the calculator (tblite's, xtb's) wins; otherwise
+    the sum of the initial charges, as those calculators read it.
+    """
+    parameters = getattr(calculator, "parameters", None) or {}
+    charge = parameters.get("charge")
+    if charge is None:
+        charge = atoms.get_initial_charges().sum()
+    charge = float(charge)
+    return int(round(charge)) if abs(charge - round(charge)) < 1e-9 else charge
 
 
 def _temperature_schedule(temperature, n_steps):
