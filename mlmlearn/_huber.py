@@ -184,9 +184,7 @@ def _warn_unconverged(problem, theta, sigma, Y, active, tol, max_iter):
     """
     final = problem.evaluate(theta[:, active], sigma[active], Y[:, active])
     worst = np.abs(np.vstack([final.g_theta, final.g_sigma])).max()
-    # with ε = 1 every column is headed for σ = 0 (module docstring of _warn_unconverged)
-    collapsed = active.size if problem.eps <= 1.0 else int(
-        np.sum(sigma[active] <= _SIGMA_MIN * (1 + 1e-12)))
+    collapsed = int(np.sum(problem.collapsed(sigma[active], Y[:, active])))
     parts = [
         f"huber_regression: {active.size} of {Y.shape[1]} columns did not reach tol={tol:g} "
         f"within max_iter={max_iter} Newton iterations (largest gradient component "
@@ -197,8 +195,8 @@ def _warn_unconverged(problem, theta, sigma, Y, active, tol, max_iter):
                      "increase max_iter.")
     if collapsed:
         parts.append(
-            f"{collapsed} ended with the scale σ at or headed for its lower bound 10·eps: "
-            "the objective "
+            f"{collapsed} ended with the scale σ at its lower bound 10·eps or within √eps "
+            "of 0 relative to the targets: the objective "
             "(2.27) is then least absolute deviations, whose minimum is a kink that Newton "
             "steps do not reach, and more iterations do not help. This happens with "
             "epsilon=1, where σ → 0 always minimises (2.27), and when most samples can be "
@@ -313,10 +311,20 @@ class _HuberProblem:
             exact[at_bound] = np.all(np.abs(R) <= (self.A.shape[1] + 2) * _EPS * size, axis=0)
         return exact
 
-    def kink_optimal(self, theta, sigma, Y, tol):
-        """Columns optimal at σ's lower bound, where no gradient vanishes.
+    def collapsed(self, sigma, Y):
+        """Columns whose σ is at its lower bound or below ``√eps`` times the RMS of the
+        (centred) targets: the inliers are then fitted to rounding, the objective is
+        least absolute deviations in all but name, and with ε = 1 every column is
+        headed there (see :func:`_warn_unconverged`)."""
+        if self.eps <= 1.0:
+            return np.ones(sigma.size, dtype=bool)
+        scale = np.sqrt(np.mean(Y * Y, axis=0))
+        return (sigma <= _SIGMA_MIN * (1 + 1e-12)) | (sigma <= np.sqrt(_EPS) * scale)
 
-        At ``σ = 10·eps`` the samples with ``|r| ≤ εσ`` are fitted to rounding:
+    def kink_optimal(self, theta, sigma, Y, tol):
+        """Collapsed columns (:meth:`collapsed`) that are optimal at the kink σ → 0.
+
+        There the samples with ``|r| ≤ εσ`` are fitted to rounding:
         the data term is at its kink ``r = 0`` there, and its subdifferential
         lets their ``ψ`` range over ``[-2ε, 2ε]`` (the limit σ → 0 of
         ``2r/σ``). The column is optimal when some such ψ makes the gradient
@@ -326,7 +334,7 @@ class _HuberProblem:
         """
         from scipy.optimize import lsq_linear
 
-        at_bound = np.flatnonzero(sigma <= _SIGMA_MIN * (1 + 1e-12))
+        at_bound = np.flatnonzero(self.collapsed(sigma, Y))
         optimal = np.zeros(sigma.size, dtype=bool)
         if at_bound.size == 0:
             return optimal

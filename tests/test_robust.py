@@ -2,7 +2,15 @@ import warnings
 
 import numpy as np
 import pytest
-from _numerics import U, cubic_root_bound, distance_bound, gamma, kkt, single_real_root
+from _numerics import (
+    U,
+    cubic_root_bound,
+    distance_bound,
+    gamma,
+    kkt,
+    mlm_delta_error,
+    single_real_root,
+)
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import HuberRegressor
 
@@ -35,19 +43,6 @@ def test_huber_mlm_solves_huber_regressors_objective_on_distances():
                 Din, Dout[:, k])
             theirs = kkt(Din, Dout[:, k], ref.coef_, ref.intercept_, ref.scale_, eps, alpha)
             assert ours.f <= theirs.f + ours.excess + ours.rho_f + theirs.rho_f
-
-
-def _delta_error_mlm(model, Xt, eY):
-    """Bound on the error of δ = d B at ``Xt`` for MLM's least-squares B, per entry."""
-    from _numerics import lstsq_solution_bound
-
-    Din = euclidean_distances(model._train_X, model.references_)
-    Dout = euclidean_distances(model._train_Y, model.output_references_)
-    eB = lstsq_solution_bound(Din, Dout, model.coef_, np.zeros_like(Din), eY(Dout))
-    d = euclidean_distances(Xt, model.references_)
-    K = d.shape[1]
-    return (np.linalg.norm(d, axis=1)[:, None] * eB[None, :]
-            + gamma(K) * (np.abs(d) @ np.abs(model.coef_)))
 
 
 def _delta_error_huber(model, Xt, eY):
@@ -92,7 +87,10 @@ def test_a_target_offset_passes_through(Estimator):
             yy = (y + shift)[:, None]
             return distance_bound(yy, t[:, None], Dout) + 2 * U * (np.abs(yy) + np.abs(t))
 
-        de = (_delta_error_mlm if Estimator is MLM else _delta_error_huber)(model, Xt, eY)
+        if Estimator is MLM:  # D_in is the same in both fits: only D_out's errors count
+            de = mlm_delta_error(model, X, y + shift, Xt, eY=eY, eD=np.zeros_like)
+        else:
+            de = _delta_error_huber(model, Xt, eY)
         delta = euclidean_distances(Xt, model.references_) @ model.coef_ + model.intercept_
         pred = model.predict(Xt)
         b, p, q = cubic_root_bound(delta, t, pred, de)
