@@ -31,6 +31,12 @@ class MLM(DistanceRegressor):
     the output distances ``δ = d_inᵀ B`` (2.21), then finds the output whose
     distances to ``T`` match them, the multilateration problem (2.22).
 
+    Unlike :class:`~mlmlearn.EMLM`, MLM has no ``fit_intercept``: it never
+    regresses the targets themselves. The output distances ``|y - t_k|`` do not
+    change when a constant is added to the targets, and multilateration
+    returns outputs relative to the output references, so a target offset
+    passes through exactly (up to rounding) and (2.20) is kept as published.
+
     Parameters
     ----------
     references : int, float, "all" or selector, default="all"
@@ -49,6 +55,9 @@ class MLM(DistanceRegressor):
         nonlinear otherwise.
     lm_max_iter : int, default=20
         Levenberg–Marquardt iterations of the nonlinear output stage.
+    verbose : int, default=0
+        Progress bar of the RS-maximin selection when ``references`` is a
+        count or a fraction.
 
     Attributes
     ----------
@@ -96,13 +105,16 @@ class MLM(DistanceRegressor):
         "beta": [Interval(Real, 0, None, closed="left")],
         "multilateration": [StrOptions({"auto", "cubic", "linear", "nonlinear"})],
         "lm_max_iter": [Interval(Integral, 0, None, closed="left")],
+        "verbose": ["verbose"],
     }
 
-    def __init__(self, references="all", *, beta=0.0, multilateration="auto", lm_max_iter=20):
+    def __init__(self, references="all", *, beta=0.0, multilateration="auto", lm_max_iter=20,
+                 verbose=0):
         self.references = references
         self.beta = beta
         self.multilateration = multilateration
         self.lm_max_iter = lm_max_iter
+        self.verbose = verbose
 
     def _fit(self, D, Y, indices):
         if self.multilateration == "cubic" and Y.shape[1] != 1:

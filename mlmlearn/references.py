@@ -23,6 +23,7 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._distances import euclidean_distances
+from ._inputs import reject_structures
 from ._progress import progress
 
 __all__ = ["RSMaximin", "RandomReferences", "select_references", "unique_row_indices"]
@@ -90,8 +91,17 @@ class _ReferenceSelector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         Returns
         -------
         self
+
+        Raises
+        ------
+        TypeError
+            If ``X`` holds structures or atomic environments instead of
+            descriptor rows.
+        ValueError
+            If more references are requested than there are samples.
         """
         self._validate_params()
+        reject_structures(X, type(self).__name__)
         X = validate_data(self, X, dtype=np.float64)
         k = _n_references(self.n_references, X.shape[0])
         self.indices_ = self._select(X, k)
@@ -111,6 +121,7 @@ class _ReferenceSelector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         D : ndarray of shape (n_samples, n_references_)
         """
         check_is_fitted(self)
+        reject_structures(X, type(self).__name__)
         X = validate_data(self, X, dtype=np.float64, reset=False)
         return euclidean_distances(X, self.references_)
 
@@ -296,7 +307,7 @@ class RandomReferences(_ReferenceSelector):
         return np.sort(chosen)
 
 
-def select_references(references, X):
+def select_references(references, X, *, verbose=0):
     """Row indices of the references an estimator's ``references`` parameter asks for.
 
     Parameters
@@ -306,6 +317,9 @@ def select_references(references, X):
         ``"all"`` every distinct training sample; a selector (any transformer that
         sets ``indices_`` in ``fit``) is cloned and fitted on ``X``.
     X : ndarray of shape (n_samples, n_features), validated
+    verbose : int, default=0
+        Progress bar of the :class:`RSMaximin` an int or a fraction creates; a
+        selector object keeps its own setting.
 
     Returns
     -------
@@ -314,7 +328,7 @@ def select_references(references, X):
     if isinstance(references, str):  # "all", the only string the constraint admits
         return unique_row_indices(X)
     if isinstance(references, Real):
-        return RSMaximin(references).fit(X).indices_
+        return RSMaximin(references, verbose=verbose).fit(X).indices_
     selector = clone(references).fit(X)
     indices = getattr(selector, "indices_", None)
     if indices is None:

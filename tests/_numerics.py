@@ -210,3 +210,27 @@ def lstsq_solution_bound(D, Y, B, eD, eY):
     bnorm = np.linalg.norm(B, axis=0)
     return kappa * e / (1 - kappa * e) * (2 * bnorm + (kappa + 1) * np.linalg.norm(R, axis=0)
                                           / s[0])
+
+
+def mlm_delta_error(model, X, Y, Xt, eY=None, eD=None):
+    """Bound on the error of MLM's ``δ = d B`` at ``Xt``, per entry (β = 0, gelsd).
+
+    ``X``, ``Y`` are the training data; ``eY(D_out)`` and ``eD(D_in)`` give the
+    elementwise errors of the output and input distances (default: the distance
+    kernel's own bound). B's error per column is :func:`lstsq_solution_bound`;
+    ``d`` carries the kernel's bound, and ``dB`` its K-term sums.
+    """
+    from mlmlearn._distances import euclidean_distances
+
+    Q, T = model.references_, model.output_references_
+    Y = np.asarray(Y, dtype=np.float64).reshape(len(X), -1)
+    Din = euclidean_distances(X, Q)
+    Dout = euclidean_distances(Y, T)
+    e_out = distance_bound(Y, T, Dout) if eY is None else eY(Dout)
+    e_in = distance_bound(X, Q, Din) if eD is None else eD(Din)
+    eB = lstsq_solution_bound(Din, Dout, model.coef_, e_in, e_out)
+    d = euclidean_distances(Xt, Q)
+    ed = distance_bound(Xt, Q, d)
+    K = d.shape[1]
+    return (np.linalg.norm(d, axis=1)[:, None] * eB[None, :] + ed @ np.abs(model.coef_)
+            + gamma(K) * (np.abs(d) @ np.abs(model.coef_)))

@@ -1,5 +1,7 @@
 import numpy as np
 import pytest
+import sklearn
+from _numerics import distance_bound, oracle_distances
 from sklearn.linear_model import Ridge
 from sklearn.pipeline import make_pipeline
 
@@ -7,24 +9,71 @@ from mlmlearn import EMLM, MLM, RandomReferences, RSMaximin
 
 
 def slow_rs_maximin(X, k):
-    """The thesis' description, written plainly: nearest to the mean, then farthest."""
-    chosen = [int(np.argmin(np.linalg.norm(X - X.mean(axis=0), axis=1)))]
+    """The thesis' description, written plainly: nearest to the mean, then farthest.
+
+    Also returns, per choice, the margin by which it wins (best minus runner-up):
+    a faster implementation whose distances carry rounding must make the same
+    choice wherever the margin exceeds twice the distances' error bound.
+    """
+    d_mean = np.linalg.norm(X - X.mean(axis=0), axis=1)
+    chosen = [int(np.argmin(d_mean))]
+    margins = [np.partition(d_mean, 1)[1] - d_mean[chosen[0]]]
     mind = np.linalg.norm(X - X[chosen[0]], axis=1)
     for _ in range(k - 1):
         nxt = int(np.argmax(mind))
+        margins.append(mind[nxt] - np.partition(mind, -2)[-2])
         chosen.append(nxt)
         mind = np.minimum(mind, np.linalg.norm(X - X[nxt], axis=1))
-    return np.array(chosen), mind
+    return np.array(chosen), mind, np.array(margins)
+
+
+def _min_distance_bound(X, Q):
+    """Bound on the error of min_k ‖x - q_k‖ from the kernel, plus the oracle's own."""
+    D, e = oracle_distances(X, Q)
+    return (distance_bound(X, Q, D) + e).max(axis=1)
 
 
 @pytest.mark.parametrize("shape, k", [((300, 5), 40), ((1000, 3), 300), ((200, 50), 199)])
 def test_rs_maximin_matches_slow_loop(shape, k):
     rng = np.random.default_rng(k)
     X = rng.normal(size=shape) * rng.uniform(0.1, 3.0, size=shape[1])
-    expected, mind = slow_rs_maximin(X, k)
+    expected, mind, margins = slow_rs_maximin(X, k)
+    bound = _min_distance_bound(X, X[expected])
+    assert np.all(margins > 4 * bound.max())  # the premise: no choice within rounding
     sel = RSMaximin(k).fit(X)
     np.testing.assert_array_equal(sel.indices_, expected)
-    np.testing.assert_allclose(sel.min_distances_, mind, rtol=1e-9, atol=1e-12)
+    assert np.all(np.abs(sel.min_distances_ - mind) <= bound)
+
+
+@pytest.mark.parametrize("working_memory", [1e-12, 1e-4, None])
+def test_rs_maximin_does_not_depend_on_working_memory(working_memory):
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(400, 4))
+    expected, mind, margins = slow_rs_maximin(X, 60)
+    bound = _min_distance_bound(X, X[expected])
+    assert np.all(margins > 4 * bound.max())
+    Xt = np.vstack([rng.normal(size=(30, 4)), X[expected[:3]]])
+    with sklearn.config_context(working_memory=working_memory or 1024):
+        sel = RSMaximin(60).fit(X)
+        D = sel.transform(Xt)
+        single = np.vstack([sel.transform(Xt[i : i + 1]) for i in range(len(Xt))])
+    np.testing.assert_array_equal(sel.indices_, expected)
+    assert np.all(np.abs(sel.min_distances_ - mind) <= bound)
+    ref, e = oracle_distances(Xt, sel.references_)
+    for got in (D, single):
+        assert np.all(np.abs(got - ref) <= distance_bound(Xt, sel.references_, got) + e)
+        assert np.all(got[np.arange(30, 33), np.arange(3)] == 0.0)  # references themselves
+
+
+@pytest.mark.parametrize("working_memory", [1e-12, None])
+def test_the_reported_transform_near_a_reference(working_memory):
+    """RSMaximin(4).fit(X).transform(...) crashed in gen_batches(0) like EMLM.predict."""
+    X = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1e4, 0.0]])
+    with sklearn.config_context(working_memory=working_memory or 1024):
+        sel = RSMaximin(4).fit(X)
+        D = sel.transform([[0.5, 0.5]])
+    ref, e = oracle_distances(np.array([[0.5, 0.5]]), sel.references_)
+    assert np.all(np.abs(D - ref) <= distance_bound([[0.5, 0.5]], sel.references_, D) + e)
 
 
 def test_duplicates_are_never_references():
@@ -50,8 +99,9 @@ def test_selectors_are_distance_transformers_in_pipelines():
     X = rng.uniform(-2, 2, size=(300, 2))
     y = np.sin(X[:, 0]) + X[:, 1] ** 2
     sel = RSMaximin(30).fit(X)
-    np.testing.assert_allclose(sel.transform(X[:3]),
-                               np.linalg.norm(X[:3, None] - sel.references_[None], axis=2))
+    D = sel.transform(X[:3])
+    ref, e = oracle_distances(X[:3], sel.references_)
+    assert np.all(np.abs(D - ref) <= distance_bound(X[:3], sel.references_, D) + e)
     assert make_pipeline(RSMaximin(60), Ridge(1e-6)).fit(X, y).score(X, y) > 0.95
 
 
