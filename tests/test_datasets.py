@@ -196,6 +196,14 @@ def test_frame_integrity_rules_on_built_molecules():
         frame_integrity([propane], bond_factor=0)
 
 
+def test_frame_integrity_edge_cases():
+    # empty and one-atom frames are whole; partner rules apply only where partners exist
+    frames = iter([Atoms(), Atoms("H"), molecule("H2O"), Atoms("H2", [[0, 0, 0], [0, 0, 5]])])
+    intact, problems = frame_integrity(frames)
+    assert intact.tolist() == [True, True, True, False]
+    assert problems[3] == "2 fragments: H, H"
+
+
 def _integrity_oracle(atoms, factor=1.5):
     """One frame at a time, with explicit loops and scipy's connected components."""
     from ase.data import covalent_radii

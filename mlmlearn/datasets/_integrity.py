@@ -71,6 +71,7 @@ def frame_integrity(frames, *, bond_factor=BOND_FACTOR, required_partners=None):
     >>> problems[1]
     'H 1 is 3.27 Å from the nearest C (bond <= 1.60 Å); 2 fragments: CH3, H'
     """
+    frames = list(frames)
     for k, atoms in enumerate(frames):
         if atoms.pbc.any():
             raise ValueError(
@@ -117,6 +118,8 @@ def _check_block(z, positions, bond_factor, partners):
     """Integrity of frames ``positions`` (n_frames, n_atoms, 3) of one composition ``z``."""
     from ase.data import chemical_symbols, covalent_radii
 
+    if len(z) == 0:
+        return np.ones(len(positions), dtype=bool), str
     symbols = np.array(chemical_symbols)[z]
     limit = bond_factor * (covalent_radii[z][:, None] + covalent_radii[z][None, :])
     x = positions - positions.mean(axis=1, keepdims=True)  # centred: no cancellation below
