@@ -1,6 +1,7 @@
 """Reference data: builders of start structures, an MD generator, and bundled xTB data sets.
 
-Needs ``pip install mlmlearn[atoms]``; regenerating data also needs ``mlmlearn[xtb]``.
+Needs mlmlearn's ``atoms`` extra (``pip install ".[atoms]"`` in the source tree); regenerating data
+also needs the ``xtb`` extra (``pip install ".[xtb]"``).
 """
 
 from ._builders import gold_thiolate_ring, linear_alkane

@@ -5,7 +5,8 @@ rerunning continues unfinished runs) and returns the list of files. The
 settings below are exactly the ones of the shipped data; :func:`pack` turns
 the trajectories into the compressed archive the loaders read.
 
-The xTB calculations use tblite (``pip install mlmlearn[xtb]``).
+The xTB calculations use tblite (mlmlearn's ``xtb`` extra: ``pip install ".[xtb]"`` in
+the source tree).
 """
 
 import os
