@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.optimize import least_squares, minimize_scalar
 
-from mlmlearn import MLM
+from mlmlearn import MLM, RSMaximin
 from mlmlearn._distances import euclidean_distances
 from mlmlearn.multilateration import (
     cubic_multilateration,
@@ -215,6 +215,24 @@ def test_mlm_matches_its_equations_by_hand():
     for i in range(5):
         y_bf = brute_force_minimum(t, delta[i])
         assert abs(got[i] - y_bf) <= bound[i] + brute_force_accuracy(y_bf, t, delta[i])
+
+
+@pytest.mark.parametrize("working_memory", [1e-12, 1e-4, None])
+def test_the_reported_fit_under_a_small_working_memory(working_memory):
+    """MLM.fit crashed in gen_batches(0) when a block of output distances held a row
+    near a reference only relative to the largest output reference (here 1e4), not
+    to its own pair; one-row blocks made that common."""
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(40, 2))
+    y = rng.uniform(size=40)
+    y[RSMaximin(10).fit(X).indices_[0]] = 1e4  # a large output reference
+    with sklearn.config_context(working_memory=working_memory or 1024):
+        model = MLM(references=10).fit(X, y)
+    Dout = euclidean_distances(y[:, None], model.output_references_)
+    ref, e = oracle_distances(y[:, None], model.output_references_)
+    assert np.all(np.abs(Dout - ref) <= distance_bound(y[:, None], model.output_references_,
+                                                       Dout) + e)
+    assert np.all(np.isfinite(model.predict(X)))
 
 
 @pytest.mark.parametrize("multilateration", ["cubic", "linear", "nonlinear"])
