@@ -44,7 +44,10 @@ def demo(random_state=0, out=None, log=True):
     disease progression after one year). Every model is tuned by an inner 3-fold
     grid search and scored on the outer 5 folds; printed: R² and RMSE (mean ±
     standard deviation over the outer folds) and the time of one outer fit.
-    With the atomistic extra installed, :func:`directions_demo` follows.
+    With the atomistic extra installed, :func:`directions_demo` follows. BLAS
+    runs on one thread here: on matrices of a few hundred rows its threads
+    cost more than they save (measured on 2 busy cores: KernelRidge's grid
+    search 0.15 s on one thread, 4–6 s on two).
 
     Parameters
     ----------
@@ -70,6 +73,7 @@ def demo(random_state=0, out=None, log=True):
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.metrics import r2_score, root_mean_squared_error
     from sklearn.model_selection import KFold, ParameterGrid
+    from threadpoolctl import threadpool_limits
 
     out = sys.stdout if out is None else out
     log = _stage_log(log)
@@ -85,7 +89,7 @@ def demo(random_state=0, out=None, log=True):
         t0 = time.perf_counter()
         r2, rmse, stopped, best = [], [], 0, None
         for train, test in log.loop(folds, desc=name):
-            with warnings.catch_warnings(record=True) as caught:
+            with warnings.catch_warnings(record=True) as caught, threadpool_limits(1, "blas"):
                 warnings.simplefilter("always", ConvergenceWarning)
                 fitted = clone(model).fit(X[train], y[train])
             stopped += sum(issubclass(w.category, ConvergenceWarning) for w in caught)
@@ -183,7 +187,7 @@ simulation, as scikit-learn estimators.
 The demo runs nested cross-validation of EMLM, MLM and HuberMLM against
 KernelRidge and Ridge on scikit-learn's diabetes data, then (with the atoms
 extra installed) predicts alkane force directions with the OAMLM on the bundled
-GFN2-xTB data: about 3 minutes on 2 cores. Results go to standard output,
+GFN2-xTB data: about a minute on 2 cores. Results go to standard output,
 progress (a timestamped line per stage, a bar per loop) to standard error.
 """
 

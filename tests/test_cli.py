@@ -111,3 +111,29 @@ def test_stage_log_silent_without_a_stream():
     assert not log.bars
     assert list(log.loop(range(3), desc="x")) == [0, 1, 2]
     assert np.isfinite(log.elapsed())
+
+
+def test_demo_fits_the_small_diabetes_problems_on_one_blas_thread(monkeypatch):
+    """Threads cost more than they save on a few hundred rows (40x on 2 busy cores)."""
+    from sklearn.base import BaseEstimator, RegressorMixin
+    from sklearn.model_selection import GridSearchCV
+    from threadpoolctl import threadpool_info
+
+    seen = []
+
+    class Probe(RegressorMixin, BaseEstimator):
+        def __init__(self, alpha=1.0):
+            self.alpha = alpha
+
+        def fit(self, X, y):
+            seen.extend(p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas")
+            self.mean_ = float(np.mean(y))
+            return self
+
+        def predict(self, X):
+            return np.full(len(X), self.mean_)
+
+    monkeypatch.setattr(cli, "_models", lambda rs: {"probe": GridSearchCV(Probe(), {"alpha": [1]})})
+    monkeypatch.setattr(cli, "directions_demo", lambda out, log: 0)
+    cli.demo(out=io.StringIO(), log=None)
+    assert seen and set(seen) == {1}
