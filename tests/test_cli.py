@@ -39,6 +39,35 @@ def test_help_from_the_installed_command():
     assert "demo" in result.stdout and not RST.search(result.stdout)
 
 
+def test_data_generator_help_is_plain_text(monkeypatch):
+    """``python -m mlmlearn.datasets.generate --help``: the docstring's content, no markup."""
+    import os
+
+    from mlmlearn.datasets import generate
+
+    monkeypatch.setenv("COLUMNS", "100")  # one wrap width in-process and in the subprocess
+
+    buffer = io.StringIO()
+    with redirect_stdout(buffer), pytest.raises(SystemExit) as stop:
+        generate.main(["--help"])
+    assert stop.value.code == 0
+    text = buffer.getvalue()
+    assert "usage: python -m mlmlearn.datasets.generate" in text
+    assert not RST.search(text), RST.search(text)
+    assert "`" not in text and "::" not in text
+    for name in ("alkanes", "rings", "au25", "--workdir", "--output", "--start", "--verbose"):
+        assert name in text
+    assert 'pip install ".[atoms,xtb]"' in text and "OMP_NUM_THREADS=1" in text
+    # the module docstring (kept for the API docs) does carry markup: help must not show it
+    assert RST.search(generate.__doc__) or "::" in generate.__doc__
+    result = subprocess.run(
+        [sys.executable, "-m", "mlmlearn.datasets.generate", "--help"],
+        capture_output=True, text=True, timeout=60, env=dict(os.environ),
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == text
+
+
 def _small_models(random_state):
     from sklearn.linear_model import Ridge
     from sklearn.model_selection import GridSearchCV, KFold

@@ -34,7 +34,7 @@ def linear_alkane(n_carbons):
     """
     from .._optional import import_optional
 
-    Atoms = import_optional("ase", purpose="the structure builders").Atoms
+    Atoms = import_optional("ase", purpose="linear_alkane").Atoms
 
     n = _check_count("n_carbons", n_carbons, 1)
     # zig-zag backbone in the xy plane; an extra carbon at each end marks where
@@ -95,7 +95,7 @@ def gold_thiolate_ring(n_gold, *, displacement=1.0):
     """
     from .._optional import import_optional
 
-    Atoms = import_optional("ase", purpose="the structure builders").Atoms
+    Atoms = import_optional("ase", purpose="gold_thiolate_ring").Atoms
 
     n = _check_count("n_gold", n_gold, 3)
     angles = 2 * np.pi * np.arange(n) / n

@@ -66,13 +66,16 @@ def load_archive(path, *, include_broken=False):
     Frames with a broken bond or a detached fragment (:func:`frame_integrity`)
     are left out unless ``include_broken`` is true.
     """
-    from ase import Atoms
-    from ase.calculators.singlepoint import SinglePointCalculator
     from sklearn.utils import Bunch
 
+    from .._optional import import_optional
     from ._integrity import _integrity
     from ._md import _set_total_charge
 
+    Atoms = import_optional("ase", purpose="loading a bundled data set").Atoms
+    SinglePointCalculator = import_optional(
+        "ase.calculators.singlepoint", purpose="loading a bundled data set"
+    ).SinglePointCalculator
     with np.load(path) as data:
         arrays = {key: data[key] for key in data.files}
     metadata = json.loads(str(arrays["metadata"]))
@@ -171,6 +174,25 @@ def load_alkanes(*, include_broken=False):
         archive, returned or not); ``metadata`` (the generation settings,
         package versions and cost) and ``DESCR``.
 
+    Raises
+    ------
+    ModuleNotFoundError
+        Without ase (mlmlearn's ``atoms`` extra), naming the extra.
+
+    Notes
+    -----
+    The total charge is stored twice on each frame: as ``info["charge"]`` and
+    as initial charges that put the *whole* charge on atom 0 (only their sum
+    means anything to xTB). Removing atoms — ``del atoms[0]``, ``atoms[1:]``,
+    ``atoms.pop(0)`` — drops atom 0's share with it: the initial charges then
+    sum to 0 while ``info["charge"]`` keeps the old value, and a calculator that
+    reads the initial charges (tblite's, xtb's) computes another charge state
+    without a word (combining frames with ``+`` adds their sums the same way).
+    After editing a frame, set its charge again (``info["charge"]`` and initial
+    charges summing to it) or give the calculator ``charge=``. Reordering atoms
+    keeps the sum. The alkanes are neutral, so only edits that combine them with
+    charged structures change anything here; see :func:`load_au25` (charge −1).
+
     Examples
     --------
     >>> data = load_alkanes()
@@ -187,6 +209,12 @@ def load_gold_thiolate_rings(*, include_broken=False):
     exact settings. Returns a Bunch as :func:`load_alkanes` (every run is
     ``"train"``). In 38 of the 3 015 frames (Au5 at 900 K, steps 316–400) a
     hydrogen has left its methyl; they are left out unless ``include_broken``.
+
+    Notes
+    -----
+    Frames are neutral; ``info["charge"]`` and the initial charges (the whole
+    charge on atom 0) are kept consistent only as loaded, see the Notes of
+    :func:`load_alkanes` before removing atoms or combining frames.
 
     Examples
     --------
@@ -206,6 +234,17 @@ def load_au25(*, include_broken=False):
     deform) is last — :func:`logarithmic_indices` samples it densely. Returns a
     Bunch as :func:`load_alkanes`; every frame has charge −1. One frame (step
     838, a C–H stretched to 1.65 Å) is left out unless ``include_broken``.
+
+    Notes
+    -----
+    The charge −1 sits on atom 0 (a gold atom) as its initial charge, and in
+    ``info["charge"]``. Removing atom 0 (``del atoms[0]``, ``atoms[1:]``) leaves
+    initial charges summing to 0 while ``info["charge"]`` still says −1, so
+    tblite's or xtb's calculator, which reads the initial charges, computes a
+    neutral system without a word. After removing or adding atoms, set the
+    charge again, e.g. ``atoms.set_initial_charges([q] + [0] * (len(atoms) - 1))``
+    and ``atoms.info["charge"] = q``, or pass ``charge=q`` to the calculator.
+    See :func:`load_alkanes`'s Notes.
 
     Examples
     --------

@@ -9,6 +9,8 @@ partner for :class:`~mlmlearn.oamlm.GoldThiolateAlignment`'s hydrogen rule).
 
 import numpy as np
 
+from .._optional import import_optional
+
 __all__ = ["BOND_FACTOR", "REQUIRED_PARTNERS", "frame_integrity"]
 
 #: Two atoms are bonded while their distance is at most this many times the sum
@@ -59,6 +61,8 @@ def frame_integrity(frames, *, bond_factor=BOND_FACTOR, required_partners=None):
     ------
     ValueError
         If a frame is periodic or ``bond_factor`` is not positive.
+    ModuleNotFoundError
+        Without ase (mlmlearn's ``atoms`` extra), naming the extra.
 
     Examples
     --------
@@ -71,6 +75,7 @@ def frame_integrity(frames, *, bond_factor=BOND_FACTOR, required_partners=None):
     >>> problems[1]
     'H 1 is 3.27 Å from the nearest C (bond <= 1.60 Å); 2 fragments: CH3, H'
     """
+    import_optional("ase.data", purpose="frame_integrity")  # covalent radii
     frames = list(frames)
     for k, atoms in enumerate(frames):
         if atoms.pbc.any():
@@ -116,8 +121,8 @@ def _integrity(numbers, positions, *, bond_factor=BOND_FACTOR, required_partners
 
 def _check_block(z, positions, bond_factor, partners):
     """Integrity of frames ``positions`` (n_frames, n_atoms, 3) of one composition ``z``."""
-    from ase.data import chemical_symbols, covalent_radii
-
+    ase_data = import_optional("ase.data", purpose="frame_integrity")
+    chemical_symbols, covalent_radii = ase_data.chemical_symbols, ase_data.covalent_radii
     if len(z) == 0:
         return np.ones(len(positions), dtype=bool), str
     symbols = np.array(chemical_symbols)[z]
@@ -176,7 +181,7 @@ def _check_block(z, positions, bond_factor, partners):
 
 
 def _fragments(bonded, symbols):
-    from ase.formula import Formula
+    Formula = import_optional("ase.formula", purpose="frame_integrity").Formula
     from scipy.sparse.csgraph import connected_components
 
     n_fragments, label = connected_components(bonded, directed=False)

@@ -268,6 +268,8 @@ def _set_total_charge(atoms, charge):
     ``atoms.info["charge"]``. Both are set. Initial charges that already sum to
     ``charge`` are kept; otherwise the whole charge is put on atom 0 (only the
     sum has a meaning here, and a whole number survives text formats exactly).
+    Removing atom 0 afterwards removes that charge with it while
+    ``info["charge"]`` stays (documented in the loaders' Notes and the data README).
 
     Call it *before* attaching a calculator's results: ASE counts a change of
     the initial charges as a change of the structure.

@@ -132,9 +132,10 @@ def generate_au25(start, directory, *, settings=AU25, verbose=0):
     anion is used because it is the closed-shell, experimentally stable charge
     state (the neutral cluster has an odd electron count).
     """
-    from ase.io import read
-
+    from .._optional import import_optional
     from ._md import run_md
+
+    read = import_optional("ase.io", purpose="generate_au25").read
 
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, "Au25(SCH3)18_heating.extxyz")

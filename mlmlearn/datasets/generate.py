@@ -54,18 +54,59 @@ def _runs(name, paths, settings):
     return runs
 
 
-def main(argv=None):
+#: What ``--help`` shows: the module docstring's content as plain text (a terminal
+#: shows reStructuredText markup raw), as :data:`mlmlearn.__main__.DESCRIPTION` does.
+DESCRIPTION = """\
+Regenerate a bundled data set of mlmlearn: run its xTB molecular dynamics recipe
+into a work directory, then pack the trajectories into an archive the loaders read
+(mlmlearn.datasets.load_alkanes, load_gold_thiolate_rings, load_au25).
+
+Resumable: the extxyz trajectories in --workdir are the checkpoints; run the same
+command again after an interruption to continue from the last complete frame.
+Needs mlmlearn's atoms and xtb extras (in the source tree: pip install ".[atoms,xtb]").
+Set OMP_NUM_THREADS=1: xTB on these system sizes is not faster with more threads.
+
+examples:
+  python -m mlmlearn.datasets.generate alkanes --workdir md/alkanes --output alkanes.npz
+  python -m mlmlearn.datasets.generate rings --workdir md/rings \\
+      --output gold_thiolate_rings.npz
+  python -m mlmlearn.datasets.generate au25 --start au25_sch3_18.xyz \\
+      --workdir md/au25 --output au25.npz
+"""
+
+
+def _parser():
     parser = argparse.ArgumentParser(
         prog="python -m mlmlearn.datasets.generate",
-        description=__doc__,
+        description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("name", choices=sorted(DESCRIPTIONS))
+    parser.add_argument(
+        "name",
+        choices=sorted(DESCRIPTIONS),
+        help="alkanes: C2H6-C7H16, GFN2-xTB; rings: Au_n(SCH3)_n, n = 4-8, GFN2-xTB; "
+        "au25: Au25(SCH3)18 anion, GFN1-xTB (needs --start)",
+    )
     parser.add_argument("--workdir", required=True, help="directory of the extxyz trajectories")
     parser.add_argument("--output", required=True, help="archive to write (.npz)")
-    parser.add_argument("--start", help="start structure (au25 only)")
-    parser.add_argument("--verbose", type=int, default=1)
+    parser.add_argument("--start", help="start structure, any file ASE reads (au25 only)")
+    parser.add_argument(
+        "--verbose", type=int, default=1, help="0: quiet; 1 (default): a progress bar per MD run"
+    )
+    return parser
+
+
+def main(argv=None):
+    """Run ``python -m mlmlearn.datasets.generate NAME --workdir DIR --output FILE``."""
+    from .._optional import import_optional
+
+    parser = _parser()
     args = parser.parse_args(argv)
+    if args.name == "au25" and args.start is None:
+        parser.error("au25 needs --start (the Au25(SCH3)18 start structure)")
+    # both extras are needed; say so before any run starts, not one at a time
+    for package in ("ase", "tblite.ase"):
+        import_optional(package, purpose="python -m mlmlearn.datasets.generate")
 
     tic = time.perf_counter()
     if args.name == "alkanes":
@@ -75,8 +116,6 @@ def main(argv=None):
         settings = _recipes.RINGS
         paths = _recipes.generate_gold_thiolate_rings(args.workdir, verbose=args.verbose)
     else:
-        if args.start is None:
-            parser.error("au25 needs --start (the Au25(SCH3)18 start structure)")
         settings = _recipes.AU25
         paths = _recipes.generate_au25(args.start, args.workdir, verbose=args.verbose)
     elapsed = time.perf_counter() - tic
