@@ -166,6 +166,31 @@ def test_periodic_structure_needs_a_cell():
     atoms.pbc = True  # no cell
     with pytest.raises(ValueError, match="structure 0: pbc=.*cell vectors"):
         AtomicEnvironments(atoms).neighbors(2.0)
+    # the function's documented error: pbc and the cell vectors named
+    with pytest.raises(ValueError, match=r"pbc=\[True, True, True\].*cell vectors .*zero"):
+        neighbor_list(atoms, 2.0)
+    atoms.pbc = [True, False, False]
+    atoms.cell = [[0, 0, 0], [0, 5, 0], [0, 0, 5]]  # the periodic direction has no vector
+    with pytest.raises(ValueError, match=r"pbc=\[True, False, False\]"):
+        neighbor_list(atoms, 2.0)
+
+
+def test_neighbor_list_center_names_each_entrys_atom():
+    """``center`` (American spelling, as every public name) is the ``i`` of each pair."""
+    from mlmlearn.atoms import NeighborList
+
+    atoms = molecule("C2H6")
+    nl = neighbor_list(atoms, 2.5)
+    assert not hasattr(NeighborList, "centre")
+    for i in range(len(atoms)):
+        a, b = nl.start[i], nl.start[i + 1]
+        assert np.all(nl.center[a:b] == i)
+        # the vector of each entry runs from its center to its neighbour
+        np.testing.assert_allclose(
+            nl.vector[a:b], atoms.positions[nl.index[a:b]] - atoms.positions[i], atol=1e-12
+        )
+    small = nl.within(1.2)  # read from the larger list through ``center``
+    np.testing.assert_array_equal(small.counts, neighbor_list(atoms, 1.2).counts)
 
 
 def test_neighbor_lists_are_computed_once_per_structure_and_shared(monkeypatch):
@@ -196,7 +221,8 @@ def test_neighbor_lists_are_computed_once_per_structure_and_shared(monkeypatch):
     _ = env.atom_types, gold.atom_types
     assert calls == [5.0] * n and len(typings) == n
     # a larger cutoff is built once per structure and then serves every smaller one
-    GoldThiolateAlignment(core_cutoff=5.5).neighborhoods(gold)
+    wider = gold.select(atom_types="Au_core", core_cutoff=5.5)  # typed anew: (3, 5.5)
+    GoldThiolateAlignment(core_cutoff=5.5).neighborhoods(wider)
     env.neighbors(5.5)
     env.neighbors(3.0)
     assert calls == [5.0] * n + [5.5] * n
@@ -232,6 +258,82 @@ def test_typing_selection_and_gold_alignment_agree_for_any_cutoffs():
                 assert {kind_type[k] for k in kinds} == {wanted}
     # the cutoffs matter: all three gold types occur among these settings
     assert {"Au_core", "Au_unit", "Au_half_unit"} <= seen
+
+
+def test_gold_alignment_refuses_environments_selected_under_other_typing_cutoffs():
+    """Selection and alignment type with one pair of cutoffs, or the alignment refuses.
+
+    The reviewed input: ``select(atom_types="Au_unit")`` under the default cutoffs,
+    aligned by ``GoldThiolateAlignment(bond_cutoff=2.5)``, which types those rows as
+    several kinds and aligned them under those rules without a word.
+    """
+    from sklearn.utils import _safe_indexing
+
+    from mlmlearn.datasets import load_au25
+    from mlmlearn.oamlm import GoldThiolateAlignment
+
+    frames = load_au25().frames[::150]
+    env = AtomicEnvironments(frames)
+    assert env.typing_cutoffs is None
+    unit = env.select(atom_types="Au_unit")
+    assert unit.typing_cutoffs == (3.0, 5.0) and len(unit) > 0
+    # the fault is real: under bond_cutoff=2.5 these rows are not all unit gold
+    assert len(set(unit.gold_thiolate_types(bond_cutoff=2.5).tolist())) > 1
+    pattern = (
+        r"selected by atom type with bond_cutoff=3\.0, core_cutoff=5\.0 .*"
+        r"GoldThiolateAlignment types atoms with bond_cutoff=(\S+), core_cutoff=(\S+) Å"
+    )
+    subsets = {
+        "selection": unit,
+        "indexed": unit[::2],
+        "one row": unit[3],
+        "boolean mask": unit[np.arange(len(unit)) % 3 == 0],
+        "scikit-learn's _safe_indexing": _safe_indexing(unit, np.arange(4)),
+        "select(species=...)": unit.select(species="Au"),
+    }
+    for what, subset in subsets.items():
+        assert subset.typing_cutoffs == (3.0, 5.0), what
+        for alignment in (
+            GoldThiolateAlignment(bond_cutoff=2.5),
+            GoldThiolateAlignment(core_cutoff=4.0),
+        ):
+            with pytest.raises(ValueError, match=pattern) as info:
+                alignment.neighborhoods(subset)
+            message = str(info.value)
+            assert f"bond_cutoff={float(alignment.bond_cutoff)}, core_cutoff=" in message, what
+    # matching cutoffs (however spelt) align, and every row under its selected rule
+    for alignment in (GoldThiolateAlignment(), GoldThiolateAlignment(bond_cutoff=3, core_cutoff=5)):
+        assert len(alignment.neighborhoods(unit)) == len(unit)
+    narrow = env.select(atom_types="Au_unit", bond_cutoff=2.5)
+    assert narrow.typing_cutoffs == (2.5, 5.0)
+    assert set(narrow.atom_types.tolist()) == {"Au_unit"}  # typed under its own cutoffs
+    assert len(GoldThiolateAlignment(bond_cutoff=2.5).neighborhoods(narrow)) == len(narrow)
+    with pytest.raises(ValueError, match="bond_cutoff=2.5, core_cutoff=5.0 Å, but"):
+        GoldThiolateAlignment().neighborhoods(narrow)
+    # a later selection by type replaces the cutoffs; one by element alone keeps them
+    again = unit.select(atom_types="Au_unit", bond_cutoff=2.5)
+    assert again.typing_cutoffs == (2.5, 5.0)
+    assert AtomicEnvironments(frames, atom_types="S", core_cutoff=4.5).typing_cutoffs == (3.0, 4.5)
+    # environments selected by element only carry no typing: any cutoffs align them
+    sulfur = AtomicEnvironments(frames, species="S")
+    assert sulfur.typing_cutoffs is None
+    assert len(GoldThiolateAlignment(bond_cutoff=2.5).neighborhoods(sulfur)) == len(sulfur)
+
+
+def test_oamlm_refuses_a_gold_alignment_whose_typing_differs_from_the_selection():
+    from sklearn.preprocessing import MinMaxScaler
+
+    from mlmlearn.oamlm import OAMLM, GoldThiolateAlignment
+
+    ring = _with_forces(gold_thiolate_ring(4), 0)
+    env = AtomicEnvironments([ring], atom_types="S")
+    model = OAMLM(
+        make_pipeline(SOAP(r_cut=3.0, n_max=2, l_max=1, sigma=0.5), MinMaxScaler()),
+        alignment=GoldThiolateAlignment(bond_cutoff=2.5),
+        references=2,
+    )
+    with pytest.raises(ValueError, match="bond_cutoff=3.0, core_cutoff=5.0 Å, but"):
+        model.fit(env, env.forces)
 
 
 def test_gold_thiolate_types_of_a_structure_equal_the_function():

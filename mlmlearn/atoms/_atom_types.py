@@ -107,11 +107,11 @@ def types_from_neighbors(symbols, nl, bond_cutoff, core_cutoff):
     gold = np.flatnonzero(symbols == "Au")
     if gold.size == 0:
         return types.astype(str)
-    centre, other, d = nl.centre, symbols[nl.index], nl.distance
+    center, other, d = nl.center, symbols[nl.index], nl.distance
     n = len(symbols)
-    n_sulfur = np.bincount(centre[(other == "S") & (d <= bond_cutoff)], minlength=n)[gold]
-    bonded_gold = np.bincount(centre[(other == "Au") & (d <= bond_cutoff)], minlength=n)[gold] > 0
-    near_gold = np.bincount(centre[(other == "Au") & (d <= core_cutoff)], minlength=n)[gold] > 0
+    n_sulfur = np.bincount(center[(other == "S") & (d <= bond_cutoff)], minlength=n)[gold]
+    bonded_gold = np.bincount(center[(other == "Au") & (d <= bond_cutoff)], minlength=n)[gold] > 0
+    near_gold = np.bincount(center[(other == "Au") & (d <= core_cutoff)], minlength=n)[gold] > 0
 
     labels = np.full(gold.size, "", dtype=object)
     labels[n_sulfur >= 2] = "Au_unit"

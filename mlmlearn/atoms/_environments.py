@@ -249,8 +249,8 @@ def _changes(calc, atoms):
     every property of ``all_changes`` has no changes by that rule, so only
     other cases call it.
     """
-    from ase.calculators.calculator import Calculator, all_changes
-
+    calculator = import_optional("ase.calculators.calculator", purpose="AtomicEnvironments")
+    Calculator, all_changes = calculator.Calculator, calculator.all_changes
     check_state = getattr(calc, "check_state", None)
     if check_state is None:
         return None
@@ -324,6 +324,8 @@ class AtomicEnvironments:
         Cutoffs (Å) of the typing behind ``atom_types``. Give the ones of the
         :class:`~mlmlearn.oamlm.GoldThiolateAlignment` that will align these
         environments: both read the same cached typing, so they then agree.
+        With ``atom_types``, they are remembered as :attr:`typing_cutoffs`, and
+        a ``GoldThiolateAlignment`` with other cutoffs refuses the environments.
     groups : array-like of shape (n_structures,), default=None
         A label per structure (e.g. the MD run it comes from), for
         :class:`~sklearn.model_selection.GroupKFold`. Defaults to the structure
@@ -334,6 +336,9 @@ class AtomicEnvironments:
     structures : tuple of ase.Atoms
     structure_index, atom_index : ndarray of shape (n_environments,)
         Which structure, and which atom of it, each environment is centred on.
+    typing_cutoffs : tuple of float or None
+        ``(bond_cutoff, core_cutoff)`` (Å) of the ``atom_types`` selection these
+        environments come from; ``None`` if they were not selected by type.
 
     Examples
     --------
@@ -381,7 +386,7 @@ class AtomicEnvironments:
         selected = self.select(
             species=species, atom_types=atom_types, bond_cutoff=bond_cutoff, core_cutoff=core_cutoff
         )
-        self._init(store, selected._flat, root=None)
+        self._init(store, selected._flat, root=None, typing=selected._typing)
 
     @classmethod
     def read(
@@ -413,18 +418,20 @@ class AtomicEnvironments:
             groups=groups,
         )
 
-    def _init(self, store, flat, root):
+    def _init(self, store, flat, root, typing=None):
         self._store = store
         self._flat = np.asarray(flat, dtype=np.int64)
+        self._typing = typing  # (bond_cutoff, core_cutoff) of an atom_types selection
         if root is None:  # a new caching root: descriptors are cached for these rows
             self._root_flat, self._root_rows = self._flat, np.arange(len(self._flat))
         else:
             self._root_flat, self._root_rows = root
 
-    def _subset(self, rows, new_root=False):
+    def _subset(self, rows, new_root=False, typing=None):
+        """Rows ``rows`` of these environments; they keep this selection's typing cutoffs."""
         new = object.__new__(type(self))
         root = None if new_root else (self._root_flat, self._root_rows[rows])
-        new._init(self._store, self._flat[rows], root)
+        new._init(self._store, self._flat[rows], root, self._typing if typing is None else typing)
         return new
 
     # -- sequence protocol used by scikit-learn ---------------------------------
@@ -479,12 +486,28 @@ class AtomicEnvironments:
         return np.array(chemical_symbols, dtype="<U2")[self.numbers]
 
     @property
+    def typing_cutoffs(self):
+        """``(bond_cutoff, core_cutoff)`` (Å) of the ``atom_types`` selection, or None.
+
+        Set by ``select(atom_types=...)`` (and the constructor's ``atom_types``)
+        and kept by every subset (indexing, splitting, ``select(species=...)``);
+        a later ``select(atom_types=...)`` replaces it with its own cutoffs.
+        :class:`~mlmlearn.oamlm.GoldThiolateAlignment` refuses environments
+        selected under cutoffs other than its own, whose typing could put the
+        selected atoms under other rules.
+        """
+        return self._typing
+
+    @property
     def atom_types(self):
         """Gold-thiolate type of each centre (``"Au_core"``, ``"Au_unit"``, …, ``"H"``).
 
-        With the default cutoffs; see :meth:`gold_thiolate_types` for others.
+        Under :attr:`typing_cutoffs` when these environments were selected by
+        type, else the default cutoffs (3.0, 5.0 Å); see
+        :meth:`gold_thiolate_types` for others.
         """
-        return self.gold_thiolate_types()
+        bond_cutoff, core_cutoff = self._typing or (BOND_CUTOFF, CORE_CUTOFF)
+        return self.gold_thiolate_types(bond_cutoff=bond_cutoff, core_cutoff=core_cutoff)
 
     def gold_thiolate_types(self, *, bond_cutoff=BOND_CUTOFF, core_cutoff=CORE_CUTOFF):
         """Gold-thiolate type of each centre under the given typing cutoffs (Å).
@@ -562,12 +585,15 @@ class AtomicEnvironments:
 
         ``atom_types`` are those of :meth:`gold_thiolate_types` with ``bond_cutoff``
         and ``core_cutoff`` (Å); pass a :class:`~mlmlearn.oamlm.GoldThiolateAlignment`'s
-        cutoffs to select exactly the atoms it types so.
+        cutoffs to select exactly the atoms it types so. The result remembers them
+        as :attr:`typing_cutoffs` (a selection by ``species`` alone keeps these
+        environments' own), and that alignment with other cutoffs refuses it.
 
         The result is a new caching root for descriptor transformers with
         ``memory=``: its descriptors are computed (and cached) for its own rows only.
         """
         keep = np.ones(len(self), dtype=bool)
+        typing = None  # keep this selection's, unless atom_types selects anew
         if species is not None:
             wanted = _as_tuple(species)
             symbols = self.symbols
@@ -585,9 +611,12 @@ class AtomicEnvironments:
                 raise ValueError(
                     f"atom_types={atom_types!r}: {unknown[0]!r} is not one of {GOLD_THIOLATE_TYPES}"
                 )
+            bond_cutoff = _neighbors.check_cutoff(bond_cutoff, "bond_cutoff")
+            core_cutoff = _neighbors.check_cutoff(core_cutoff, "core_cutoff")
             types = self.gold_thiolate_types(bond_cutoff=bond_cutoff, core_cutoff=core_cutoff)
             keep &= np.isin(types, wanted)
-        return self._subset(np.flatnonzero(keep), new_root=True)
+            typing = (bond_cutoff, core_cutoff)
+        return self._subset(np.flatnonzero(keep), new_root=True, typing=typing)
 
     def neighbors(self, cutoff):
         """Neighbours of every centre within ``cutoff`` Å, nearest first.

@@ -65,8 +65,8 @@ class NeighborList:
         return np.diff(self.start)
 
     @property
-    def centre(self):
-        """The centre atom of each entry, shape (n_pairs,)."""
+    def center(self):
+        """The centre atom of each entry (the ``i`` of ``i → index``), shape (n_pairs,)."""
         return np.repeat(np.arange(len(self)), self.counts)
 
     def of(self, i):
@@ -82,7 +82,7 @@ class NeighborList:
         if cutoff == self.cutoff:
             return self
         keep = self.distance <= cutoff
-        counts = np.bincount(self.centre[keep], minlength=len(self))
+        counts = np.bincount(self.center[keep], minlength=len(self))
         start = np.concatenate([[0], np.cumsum(counts)])
         return NeighborList(cutoff, start, self.index[keep], self.distance[keep], self.vector[keep])
 
@@ -115,7 +115,12 @@ def neighbor_list(atoms, cutoff):
     Raises
     ------
     ValueError
-        For a cutoff that is not a positive finite number.
+        For a cutoff that is not a positive finite number, or a periodic
+        structure (``atoms.pbc`` true in some direction) whose periodic cell
+        vectors are zero or linearly dependent (e.g. ``pbc=True`` with no cell
+        set); the message names ``pbc`` and the cell vectors.
+    ModuleNotFoundError
+        For a periodic structure without ase (mlmlearn's ``atoms`` extra).
 
     Examples
     --------
@@ -130,7 +135,9 @@ def neighbor_list(atoms, cutoff):
     reach = cutoff * (1.0 + _SLACK)
     if np.any(atoms.pbc):
         _check_cell(atoms)
-        ase_neighborlist = import_optional("ase.neighborlist", purpose="neighbour lists")
+        ase_neighborlist = import_optional(
+            "ase.neighborlist", purpose="neighbor_list on a periodic structure"
+        )
         i, j, vector = ase_neighborlist.neighbor_list("ijD", atoms, reach)
         vector = np.asarray(vector, dtype=float)
     elif n > 1:

@@ -96,6 +96,8 @@ class GoldThiolateAlignment(Alignment):
         S–Au bonds past 3.0 Å, so partners are not held to the typing radius.
     core_cutoff : float, default=5.0
         Neighbour radius (Å) of core gold, and the typing's core radius.
+        Environments selected by ``atom_types`` under another pair of typing
+        cutoffs (their ``typing_cutoffs``) are refused with a ``ValueError``.
     n_core_neighbors : int, default=12
         At most this many core-gold neighbours (2 to 12).
     n_triangles : int, default=10
@@ -154,6 +156,8 @@ class GoldThiolateAlignment(Alignment):
             Centres of Au, S, C and H; typed with this strategy's ``bond_cutoff``
             and ``core_cutoff`` (the cached typing that
             ``select(atom_types=..., bond_cutoff=..., core_cutoff=...)`` uses).
+            Environments selected by type must have been selected under these
+            cutoffs (their ``typing_cutoffs``).
 
         Returns
         -------
@@ -165,8 +169,13 @@ class GoldThiolateAlignment(Alignment):
             Naming the atom, its type, its structure and the rule whose partner is missing.
         AtomTypingError
             Naming the structure and atom that match no typing rule.
+        ValueError
+            If ``environments`` were selected by ``atom_types`` under other
+            typing cutoffs than this strategy's (both pairs named): their atoms
+            could be typed — and aligned — under other rules than selected.
         """
         self._validate_params()
+        self._check_typing(environments)
         n = len(environments)
         points = np.zeros((n, _MAX_POINTS, 3))
         count = np.zeros(n, dtype=np.int64)
@@ -182,6 +191,21 @@ class GoldThiolateAlignment(Alignment):
             for row in rows:
                 points[row], count[row], kind[row] = rules(int(atom[row]), types[row])
         return GoldThiolateNeighborhoods(points, count, kind)
+
+    def _check_typing(self, environments):
+        """Refuse environments selected by type under other cutoffs than this strategy's."""
+        selected = getattr(environments, "typing_cutoffs", None)
+        mine = (float(self.bond_cutoff), float(self.core_cutoff))
+        if selected is None or tuple(selected) == mine:
+            return
+        raise ValueError(
+            f"the environments were selected by atom type with bond_cutoff={selected[0]}, "
+            f"core_cutoff={selected[1]} Å, but this GoldThiolateAlignment types atoms with "
+            f"bond_cutoff={mine[0]}, core_cutoff={mine[1]} Å, under which the selected atoms "
+            "may be of other types and would be aligned by other rules. Select with "
+            f"select(atom_types=..., bond_cutoff={mine[0]}, core_cutoff={mine[1]}) or give the "
+            f"alignment bond_cutoff={selected[0]}, core_cutoff={selected[1]}."
+        )
 
     # ------------------------------------------------------------------ align
     def align(self, P, S):
