@@ -1,6 +1,7 @@
 """Optional dependencies: imported where they are used, with the extra that installs them.
 
-The core estimators need numpy, scipy and scikit-learn only. Everything heavier
+The core needs numpy, scipy, scikit-learn (with joblib and threadpoolctl) and
+tqdm, whose progress bars every ``verbose`` switch draws. Everything heavier
 is imported through :func:`import_optional`, so a missing package raises an
 ``ImportError`` that says which extra of mlmlearn brings it, instead of a bare
 ``No module named 'ase'``.
@@ -15,7 +16,6 @@ EXTRAS = {
     "ase": "atoms",
     "dscribe": "atoms",
     "numba": "atoms",
-    "tqdm": "atoms",
     "mpi4py": "mpi",
     "matplotlib": "plot",
     "tblite": "xtb",

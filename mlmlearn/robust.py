@@ -2,7 +2,7 @@
 
 The thesis trains every column of B with its own Huber regression, sharing the
 design matrix ``D_in``. The batched solver that trains all the columns at once
-is :func:`mlmlearn._huber.huber_regression`.
+is :func:`huber_regression`, public here.
 """
 
 from numbers import Integral, Real
@@ -13,7 +13,7 @@ from ._huber import huber_regression
 from .mlm import MLM
 from .references import REFERENCES_CONSTRAINT
 
-__all__ = ["HuberMLM"]
+__all__ = ["HuberMLM", "huber_regression"]
 
 
 class HuberMLM(MLM):
@@ -28,7 +28,7 @@ class HuberMLM(MLM):
     ``H_ε(z) = z²`` for ``|z| ≤ ε``, ``2ε|z| - ε²`` otherwise.
 
     All columns are trained together by the batched solver
-    :func:`mlmlearn._huber.huber_regression`. Prediction is that of
+    :func:`mlmlearn.robust.huber_regression`. Prediction is that of
     :class:`~mlmlearn.MLM` with ``δ = d_inᵀB + c``. The intercepts c are part
     of (2.27), so HuberMLM needs no target centring: output-space distances
     ``|y - t_k|`` do not change when a constant is added to the targets, and
@@ -56,7 +56,9 @@ class HuberMLM(MLM):
     lm_max_iter : int, default=20
         As in :class:`~mlmlearn.MLM`.
     verbose : int, default=0
-        As in :class:`~mlmlearn.MLM`.
+        Progress bars on standard error: of the RS-maximin selection (as in
+        :class:`~mlmlearn.MLM`) and of the Huber solver, counting the columns
+        of B that have converged and showing the Newton iteration.
 
     Attributes
     ----------
@@ -123,7 +125,7 @@ class HuberMLM(MLM):
     def _fit_distance_map(self, D_in, D_out):
         B, c, self.scale_, self.n_iter_ = huber_regression(
             D_in, D_out, epsilon=self.epsilon, alpha=self.alpha, max_iter=self.max_iter,
-            tol=self.tol)
+            tol=self.tol, verbose=self.verbose)
         return B, c
 
 

@@ -64,7 +64,9 @@ class OAMLM(MultiOutputMixin, BaseEstimator):
         - ``"numeric"``: eq. (2.29), −Σ exp(−((d_c,j − r_j·v)/σ₁)² − (g_j/σ₂)²),
           minimised over unit vectors by SLSQP from the direction to the
           nearest neighbour (paper III), over the references that pass
-          ``reference_filter``.
+          ``reference_filter``, then polished by Newton steps on the sphere to
+          the local minimum (a departure from paper III: SLSQP alone stops up
+          to √(2 ftol/curvature) rad away from it).
     sigma1 : float, default=0.25
         σ₁ of the numeric loss (2.29) (dimensionless, a width in dot product).
     sigma2 : float, default=0.5
@@ -93,7 +95,9 @@ class OAMLM(MultiOutputMixin, BaseEstimator):
         accuracies per predict chunk), so candidates of a search that differ
         only in ``sigma1``, ``sigma2`` or ``loss`` align once.
     verbose : int, default=0
-        Progress bars over row chunks.
+        Progress bars on standard error: RS-maximin reference selection, the
+        alignments (row chunks) at fit and predict, and with ``epsilon`` the
+        Huber solver (columns of B_c and B_g converged, Newton iteration).
 
     Attributes
     ----------
@@ -225,7 +229,8 @@ class OAMLM(MultiOutputMixin, BaseEstimator):
         unit = _unit_forces(y, len(X))
         self.descriptor_ = clone(self.descriptor).fit(X)
         F = self._features(X)
-        idx = np.asarray(select_references(self.references, F), dtype=np.intp)
+        idx = np.asarray(select_references(self.references, F, verbose=self.verbose),
+                         dtype=np.intp)
         self.reference_indices_ = idx
         self.references_ = F[idx]
         self.n_references_ = len(idx)
@@ -254,7 +259,8 @@ class OAMLM(MultiOutputMixin, BaseEstimator):
             from .._huber import huber_regression
 
             B, c, _, self.n_iter_ = huber_regression(
-                D_in, np.hstack([D_c, D_g]), epsilon=self.epsilon, alpha=self.alpha
+                D_in, np.hstack([D_c, D_g]), epsilon=self.epsilon, alpha=self.alpha,
+                verbose=self.verbose,
             )
         self.coef_c_, self.coef_g_ = B[:, :k], B[:, k:]
         self.intercept_c_, self.intercept_g_ = c[:k], c[k:]
