@@ -447,3 +447,37 @@ _GOOD = np.full((16, 16), 0.5)
 def test_bad_images_are_refused_naming_the_argument(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+def test_images_on_scales_apart_warn_naming_both():
+    """The reported input: a raw uint8 micrograph against its [0, 1] float copy read as
+    is scored 0.0078 silently. CW-SSIM of an image against itself times c is about
+    2c/(1 + c²), so the scale alone decides the score; a ratio above 10 warns."""
+    from mlmlearn.applications.tem import ScaleMismatchWarning
+
+    u8 = _raw_micrograph(seed=6)
+    with pytest.warns(ScaleMismatchWarning, match=r"image_x and image_y.*ratio 255 > 10"):
+        score = cw_ssim(u8, u8 / 255.0)
+    assert score < 0.02
+    with pytest.warns(ScaleMismatchWarning, match=r"image_y and image_x.*image_y peaks at 255"):
+        cw_ssim(u8 / 255.0, u8)
+    a = _blobs()
+    with pytest.warns(ScaleMismatchWarning, match=r"image_x peaks at 255 and image_y at 0 over"):
+        cw_ssim(a, np.zeros_like(a))  # a blank image is no comparison either
+    with pytest.warns(
+        ScaleMismatchWarning, match=r"simulated\[1\] and experimental\[0\].*ratio 255"
+    ):
+        compare_images([u8 / 255.0], [u8 / 255.0, u8], n_rotations=2)
+
+
+@pytest.mark.filterwarnings("error::mlmlearn.applications.tem.ScaleMismatchWarning")
+def test_images_on_one_scale_do_not_warn():
+    """Different structures, and the same one up to 10x apart in contrast, stay silent:
+    at ratio c the score is at most 2c/(1 + c^2) (0.2 at c = 10), no silent failure."""
+    a, b = _blobs(seed=0), _blobs(seed=1)
+    cw_ssim(a, b)
+    cw_ssim(a, a / 9.0)
+    compare_images([a, b / 9.0], [a, b], n_rotations=2)
+    u8 = _raw_micrograph(seed=7)
+    cw_ssim(u8, u8.astype(np.uint16) * 257)  # integers are read on their own range
+    assert cw_ssim(np.zeros((32, 32)), np.zeros((32, 32))) == pytest.approx(1.0)

@@ -26,6 +26,7 @@ simulations ranked the larger Au38 cluster above the true Au25 (mean relative sc
 
 from ._cwssim import (
     DEFAULT_WIDTHS,
+    ScaleMismatchWarning,
     compare_images,
     comparison_mask,
     cw_ssim,
@@ -38,6 +39,7 @@ from ._scoring import relative_scores, top_directions
 
 __all__ = [
     "DEFAULT_WIDTHS",
+    "ScaleMismatchWarning",
     "comparison_mask",
     "compare_images",
     "cw_ssim",

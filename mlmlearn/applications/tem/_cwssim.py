@@ -1,6 +1,7 @@
 """2-D Ricker wavelet transforms and CW-SSIM with a rotation scan (thesis eqs. 2.3–2.5)."""
 
 import functools
+import warnings
 
 import numpy as np
 from scipy import fft
@@ -10,6 +11,7 @@ from ._images import _radius_grid, check_image, image_intensities
 
 __all__ = [
     "DEFAULT_WIDTHS",
+    "ScaleMismatchWarning",
     "ricker_wavelet",
     "ricker_transform",
     "rotation_operator",
@@ -20,6 +22,53 @@ __all__ = [
 
 #: Ten wavelet widths β from 5 to 30 pixels, as paper I uses.
 DEFAULT_WIDTHS = tuple(np.linspace(5.0, 30.0, 10))
+
+#: Peak ratio above which two compared images are taken to be on different scales.
+#: CW-SSIM (2.5) is not scale-invariant: an image against itself times c scores
+#: (2c + K')/(1 + c² + K') ≈ 2c/(1 + c²), 0.2 at c = 10, below what different
+#: structures on one scale score, so the scale alone would decide the comparison.
+_SCALE_RATIO = 10.0
+
+
+class ScaleMismatchWarning(UserWarning):
+    """Two compared images are on value scales more than 10× apart.
+
+    Typically a raw float micrograph normalised to [0, 1] compared with an
+    integer or preprocessed image on 0–255: CW-SSIM compares float images as
+    they are, so the score then measures the scale, not the structure. Pass
+    both through :func:`preprocess_tem_image`, which reads each image by its
+    dtype and range.
+    """
+
+
+def _peaks(stack, mask):
+    """Largest absolute value over the compared pixels, per image of a stack."""
+    return np.abs(stack[:, mask]).max(axis=1)
+
+
+def _warn_scale_mismatch(peaks_x, names_x, peaks_y, names_y):
+    """One ScaleMismatchWarning naming the most mismatched pair, if any pair of an
+    x image and a y image has peaks more than ``_SCALE_RATIO`` apart (or one blank)."""
+    i, j = int(np.argmax(peaks_x)), int(np.argmin(peaks_y))
+    k, m = int(np.argmin(peaks_x)), int(np.argmax(peaks_y))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio_xy = peaks_x[i] / peaks_y[j] if peaks_x[i] > 0 else 1.0
+        ratio_yx = peaks_y[m] / peaks_x[k] if peaks_y[m] > 0 else 1.0
+    if max(ratio_xy, ratio_yx) <= _SCALE_RATIO:
+        return
+    if ratio_xy >= ratio_yx:
+        (a, pa), (b, pb), ratio = (names_x(i), peaks_x[i]), (names_y(j), peaks_y[j]), ratio_xy
+    else:
+        (a, pa), (b, pb), ratio = (names_y(m), peaks_y[m]), (names_x(k), peaks_x[k]), ratio_yx
+    warnings.warn(
+        f"{a} and {b} are on different value scales: {a} peaks at {pa:.4g} and {b} at "
+        f"{pb:.4g} over the compared pixels (ratio {ratio:.3g} > {_SCALE_RATIO:g}). Float "
+        "images are compared as they are and CW-SSIM is not scale-invariant, so the score "
+        "would measure the scale; preprocess both with preprocess_tem_image, which reads "
+        "each image by its dtype and range (floats as [0, 1], 8/16-bit integers on theirs).",
+        ScaleMismatchWarning,
+        stacklevel=3,
+    )
 
 
 def ricker_wavelet(width, radius):
@@ -176,6 +225,9 @@ def cw_ssim(image_x, image_y, *, widths=DEFAULT_WIDTHS, k=0.01, mask=None):
         raw micrographs of different dtypes or ranges are not on one scale).
         Float images are compared as they are; integer images are read on
         their dtype's range onto the 0–255 scale of the preprocessed ones.
+        Images whose peaks over the compared pixels differ more than 10×
+        (a [0, 1] float against a 0–255 image) raise a
+        :class:`ScaleMismatchWarning` naming both.
     widths : sequence of float, default=DEFAULT_WIDTHS
     k : float, default=0.01
         The stabilising constant K.
@@ -194,6 +246,12 @@ def cw_ssim(image_x, image_y, *, widths=DEFAULT_WIDTHS, k=0.01, mask=None):
         pixels, an integer dtype without an image range, or different shapes;
         a mask of the wrong shape or with no pixels.
 
+    Warns
+    -----
+    ScaleMismatchWarning
+        If the peaks of the two images over the mask differ more than 10×
+        (or one image is blank there).
+
     Examples
     --------
     >>> rng = np.random.default_rng(0)
@@ -206,6 +264,8 @@ def cw_ssim(image_x, image_y, *, widths=DEFAULT_WIDTHS, k=0.01, mask=None):
     if x.shape != y.shape:
         raise ValueError(f"image_x has shape {x.shape} but image_y {y.shape}")
     mask = _check_mask(mask, x.shape)
+    _warn_scale_mismatch(_peaks(x[None], mask), lambda i: "image_x",
+                         _peaks(y[None], mask), lambda i: "image_y")
     w = ricker_transform(np.stack([x, y]), widths)[:, :, mask]
     wx, wy = w[0], w[1]
     s = _cw_ssim_real((wx * wy).sum(1), (wx**2).sum(1), (wy**2).sum(1), k)
@@ -242,7 +302,9 @@ def compare_images(
         Float images are compared as they are; integer images are read on
         their dtype's range onto the 0–255 scale of the preprocessed ones.
     simulated : array-like of shape (n_sim, rows, cols)
-        Simulated images, preprocessed the same way.
+        Simulated images, preprocessed the same way. An experimental and a
+        simulated image whose peaks over the mask differ more than 10× raise a
+        :class:`ScaleMismatchWarning` naming the pair.
     widths : sequence of float, default=DEFAULT_WIDTHS
     n_rotations : int, default=50
     k : float, default=0.01
@@ -267,6 +329,12 @@ def compare_images(
         empty, NaN or infinite pixels, an integer dtype without an image
         range, or images of different sizes; ``n_rotations`` not a positive
         integer.
+
+    Warns
+    -----
+    ScaleMismatchWarning
+        If an experimental and a simulated image are on value scales more than
+        10× apart (their peaks over the mask), naming the most mismatched pair.
     """
     exp = _check_stack(experimental, "experimental")
     sim = _check_stack(simulated, "simulated")
@@ -278,6 +346,8 @@ def compare_images(
         raise ValueError(f"n_rotations={n_rotations!r} must be a positive integer")
     widths = _check_widths(widths)
     mask = _check_mask(mask, exp.shape[1:])
+    _warn_scale_mismatch(_peaks(exp, mask), lambda i: f"experimental[{i}]",
+                         _peaks(sim, mask), lambda i: f"simulated[{i}]")
     angles = np.arange(int(n_rotations)) * 360.0 / n_rotations
     n_angles, n_pixels = len(angles), int(mask.sum())
 
