@@ -234,3 +234,177 @@ def mlm_delta_error(model, X, Y, Xt, eY=None, eD=None):
     K = d.shape[1]
     return (np.linalg.norm(d, axis=1)[:, None] * eB[None, :] + ed @ np.abs(model.coef_)
             + gamma(K) * (np.abs(d) @ np.abs(model.coef_)))
+
+
+
+# --------------------------------------------------------------- superposition
+class SuperpositionBounds:
+    """Error bounds of computed superpositions, per pair (see :func:`superposition_bounds`)."""
+
+    def __init__(self, **fields):
+        self.__dict__.update(fields)
+
+    def value_gap(self, r_a, method_a, r_b, method_b):
+        """Bound on ``|r_a − r_b|`` for two computed ``√Σ|R̂x − y|²`` of the same pairs.
+
+        Each computed value lies in ``[r* − lo, r* + hi(r*)]``, ``hi`` falling with
+        r*; r* is at least ``ρ = min(r_a, r_b) − max hi(0)``.
+        """
+        lo = {m: self._lo(m) for m in (method_a, method_b)}
+        rho = np.maximum(np.minimum(r_a, r_b) - np.maximum(self._hi(method_a, 0.0),
+                                                           self._hi(method_b, 0.0)), 0.0)
+        hi_a, hi_b = self._hi(method_a, rho), self._hi(method_b, rho)
+        return np.maximum(hi_a + lo[method_b], hi_b + lo[method_a])
+
+    def _slack(self, method):
+        # distance of R̂ from the rotations (times ‖X‖) and the rounding of the residual
+        return self.nX * self.orth[method] + self.rounding + self.sum_rounding * (
+            self.nX + self.nY)
+
+    def _lo(self, method):
+        return np.minimum(self._slack(method), self.nX * self.rotation[method] + self.rounding
+                          + self.sum_rounding * (self.nX + self.nY))
+
+    def _hi(self, method, r):
+        with np.errstate(invalid="ignore"):
+            value = np.sqrt(r**2 + self.excess[method]) - r
+        rot = self.nX * self.rotation[method]
+        return np.minimum(np.where(np.isfinite(value), value, np.inf), rot) + self._slack(method)
+
+
+def superposition_bounds(X, Y, *, dX=0.0, dY=0.0, tol=1e-12):
+    """Error bounds of the optimal proper rotation taking ``X`` onto ``Y``, per pair.
+
+    ``X``, ``Y`` are (n_pairs, n, 3) (or (n, 3)); ``dX``, ``dY`` bound the Frobenius
+    norms of errors already in the data (scalars or per pair); ``tol`` is QCP's Newton
+    tolerance. R* is the exact optimum for the exact data. With ``H = Σ x_k y_kᵀ``,
+    singular values σ₁ ≥ σ₂ ≥ σ₃ and d = sign det of its orthogonal polar factor, the
+    optimal proper rotation is the special orthogonal polar factor and Horn's 4×4
+    matrix N has the eigenvalues σ₁ + σ₂ + dσ₃ = λ₁ ≥ λ₂ ≥ … with the gaps
+    ``Δ₂ = 2(σ₂ + dσ₃)``, ``Δ₃ = 2(σ₁ + dσ₃)``, ``Δ₄ = 2(σ₁ + σ₂)`` below λ₁. Magnitudes
+    are bounded by ``λ̄ = (‖X‖² + ‖Y‖²)/2`` (QCP's start; ≥ ‖X‖‖Y‖ ≥ ‖H‖_* ≥ |N_ij|).
+
+    * Data and forming H: ``E = ‖dX‖‖Y‖ + ‖X‖‖dY‖ + ‖dX‖‖dY‖ + γ_n‖X‖‖Y‖``. The polar
+      factor moves by ``‖δR‖_F ≤ 2E/(σ₂ + dσ₃)`` to first order (R.-C. Li, SIAM J.
+      Matrix Anal. Appl. 16 (1995) 327, with σ₃ signed for the proper rotation); the
+      denominator is lowered by E for the perturbed singular values (Weyl).
+    * QCP (:func:`mlmlearn.oamlm._superpose.qcp`): Newton stops within ``tol·λ̄`` of
+      the largest root of the characteristic quartic, whose computed coefficients and
+      evaluation err by at most ``90 γ₁₀ λ̄⁴`` (det N by 2×2 minors ``24 γ₁₀ λ̄⁴``, c₂
+      ``2γ₁₀λ̄²``, c₁ ``48 γ₆ λ̄³``, the evaluation ``12 γ₆ λ̄⁴``), which moves the root by
+      that over ``p'(λ₁) = Δ₂Δ₃Δ₄``. The adjugate column of ``N − λ̂I`` then holds the
+      other eigenvectors with relative weight ``δλ/(Δ_j − δλ)`` each, and its 3×3
+      cofactors (three products of an entry ≤ 2λ̄ and a 2×2 minor ≤ 8λ̄², six roundings
+      deep) err by ``48 γ₆ λ̄³`` in norm against a column of norm ≥ ``Δ₂Δ₃Δ₄/2`` (the
+      chosen column has ``|q_c| ≥ 1/2``): the quaternion's angle error ε_q. It doubles
+      in the rotation, ``‖δR‖_F ≤ 2√2 ε_q``; the objective ``λ₁ − q̂ᵀNq̂ = Σ_j (λ₁ − λ_j)
+      (q̂·q_j)²`` loses at most ``Δ₄ε_q²``. Near a double λ₁ (collinear sets) the root
+      of the quartic is only fixed to ``√(δp/(Δ₃Δ₄))`` and q̂ mixes q₁ and q₂ freely,
+      which costs at most Δ₂; the weight on q₃, q₄ is bounded with the column's norm
+      taken at least QCP's fallback threshold, so this value bound, though loose, holds
+      on either side of the threshold.
+      Normalising q (``|‖q̂‖² − 1| ≤ 2γ₅ + γ₄``) and forming R (``γ₄`` per entry) leave R̂
+      off the rotation group by the ``orth`` bound. Pairs whose adjugate column may be
+      below QCP's fallback threshold ``10⁻¹⁰ λ̄³`` get the larger of both methods' bounds.
+    * SVD (:func:`~mlmlearn.oamlm._superpose.kabsch`, and QCP's fallback for a
+      multiple λ₁): LAPACK's SVD is backward stable, the computed factors being those of
+      ``H + δH``, ``‖δH‖_F ≤ p(3)·u·‖H‖_F``, orthogonal to ``p(3)·u`` (LAPACK Users'
+      Guide §4.9, "a modestly growing function"; taken as p(3) = 3³, i.e. γ₂₇); forming
+      ``V D Uᵀ`` adds ``3γ₃``.
+    * Values ``r = √Σ|Rx − y|²``: a rotation error changes r by at most ``‖X‖‖δR‖``;
+      independently of any gap, a rotation exactly optimal for a perturbed ``H + δH``
+      loses at most ``4‖δH‖_* ≤ 4√3‖δH‖_F`` of ``r²`` (the ``excess``). A computed r
+      also carries the distance of R̂ from the rotations times ‖X‖ and the rounding of
+      the residuals (each entry ``γ₄(|R||x| + |y|)``, their squares summed ``γ_{3n+2}``).
+
+    Returns
+    -------
+    SuperpositionBounds
+        ``rotation[m]``: bound on ‖R̂ − R*‖_F for ``m`` in {"qcp", "svd"} (inf where
+        the gap allows none); ``excess[m]``; ``orth[m]``; ``orthogonality`` and ``det``:
+        bounds on the entries of ``R̂R̂ᵀ − I`` and on ``|det R̂ − 1|`` for QCP's
+        quaternion path; ``gaps`` (Δ₂, Δ₃, Δ₄); ``nX``, ``nY``, ``n``; and
+        :meth:`~SuperpositionBounds.value_gap`.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    Y = np.asarray(Y, dtype=np.float64)
+    if X.ndim == 2:
+        X, Y = X[None], Y[None]
+    n = X.shape[1]
+    H = np.einsum("bki,bkj->bij", X, Y)
+    U, s, Vt = np.linalg.svd(H)
+    d = np.sign(np.linalg.det(U) * np.linalg.det(Vt))
+    d[d == 0] = 1.0
+    s3 = d * s[:, 2]
+    nX = np.linalg.norm(X, axis=(1, 2))
+    nY = np.linalg.norm(Y, axis=(1, 2))
+    nH = np.linalg.norm(H, axis=(1, 2))
+    lam = 0.5 * (nX**2 + nY**2)
+    dX = np.broadcast_to(np.asarray(dX, dtype=np.float64), nX.shape)
+    dY = np.broadcast_to(np.asarray(dY, dtype=np.float64), nX.shape)
+    E = dX * nY + nX * dY + dX * dY + gamma(n) * nX * nY
+    gaps = np.stack([2 * (s[:, 1] + s3), 2 * (s[:, 0] + s3), 2 * (s[:, 0] + s[:, 1])])
+
+    def polar(err):
+        gap = 0.5 * gaps[0]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(gap > err, 2 * err / (gap - err), np.inf)
+
+    # the quaternion path, on the gaps of the computed H (Weyl: each moves by ≤ 2E)
+    D2, D3, D4 = np.maximum(gaps - 2 * E, 0.0)
+    adj_err = 48 * gamma(6) * lam**3
+    threshold = np.sqrt(1e-20) * lam**3 * (1 + 8 * EPS)  # QCP's fallback: |column| ≤ this
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        prod = D2 * D3 * D4
+        dp = 90 * gamma(10) * lam**4
+        # a simple root moves by δp/p'(λ₁); one of a close pair by at most √(δp/(Δ₃Δ₄))
+        dlam = tol * lam + np.minimum(dp / prod, np.sqrt(dp / (D3 * D4)))
+        eps_q = 2 * np.sqrt(3) * dlam / (D2 - dlam) + 2 * adj_err / prod
+        eps_q = np.where((D2 > dlam) & (prod > 0), eps_q, np.inf)
+        # for the objective only the weight on eigenvectors far below λ₁ counts: that of
+        # q₂ costs Δ₂ each, those of q₃, q₄ (relative δλ/(Δ_j − δλ)) cost up to Δ₄; the
+        # column is above QCP's threshold whenever the quaternion path is taken
+        column = np.maximum(0.5 * (D2 - dlam) * (D3 - dlam) * (D4 - dlam), threshold)
+        eps_far = 2 * np.sqrt(3) * dlam / (D3 - dlam) + 2 * adj_err / column
+        eps_far = np.where(D3 > dlam, eps_far, np.inf)
+        # the chosen column's norm: the q₁ term Π|λ_i − λ̂| (|q₁c| ≥ 1/2 for the largest),
+        # the other eigenvectors' δλ·Π over the rest, and the cofactors' rounding
+        up = [D + 4 * E + dlam for D in (D2, D3, D4)]
+        column_hi = up[0] * up[1] * up[2] + 3 * dlam * up[2] ** 2 + adj_err
+        column_lo = (0.5 * (D2 - dlam) * (D3 - dlam) * (D4 - dlam) - adj_err
+                     - np.sqrt(3) * dlam * up[1] * up[2])
+    quaternion = column_lo > threshold  # certainly the quaternion path
+    fallback = column_hi < threshold * (1 - 8 * EPS)  # certainly the SVD fallback
+    qn = 2 * gamma(5) + gamma(4)
+    entry = gamma(4) * (1 + qn)
+    orth_q = np.sqrt(3) * qn + 3 * entry
+    orth_svd = 6 * gamma(27) + 3 * gamma(3)
+    back = E + gamma(27) * nH
+    rot_q = polar(E) + 2 * np.sqrt(2) * np.minimum(eps_q, 1.0) + orth_q
+    rot_q = np.where(np.isfinite(eps_q), rot_q, np.inf)
+    rot_svd = polar(back) + orth_svd
+    with np.errstate(over="ignore", invalid="ignore"):
+        excess_q = (2 * ((D2 + 4 * E) + (D4 + 4 * E) * np.minimum(eps_far, 1.0) ** 2)
+                    + 4 * np.sqrt(3) * E)
+        excess_q = np.where(np.isfinite(eps_q), np.minimum(
+            excess_q, 2 * (D4 + 4 * E) * np.minimum(eps_q, 1.0) ** 2 + 4 * np.sqrt(3) * E),
+            excess_q)
+    excess_svd = 4 * np.sqrt(3) * back
+
+    def either(q, svd):
+        return np.where(quaternion, q, np.where(fallback, svd, np.maximum(q, svd)))
+
+    orthogonality = (2 * qn * (1 + qn) + 2 * np.sqrt(3) * entry * (1 + qn)
+                     + gamma(3) * (1 + qn) ** 2)
+    # det R̂ = ‖q̂‖⁶ det R(q̂/‖q̂‖) + Σ cofactor·error; numpy's LU adds γ₃ per entry of
+    # |L||U| ≤ 2 (partial pivoting on an orthogonal matrix), times cofactors ≤ 1
+    det = 3 * qn * (1 + qn) ** 2 + 9 * entry * (1 + qn) ** 2 + 18 * gamma(3)
+    return SuperpositionBounds(
+        rotation={"qcp": either(rot_q, rot_svd), "svd": rot_svd},
+        excess={"qcp": either(excess_q, excess_svd), "svd": excess_svd},
+        orth={"qcp": either(orth_q, orth_svd), "svd": orth_svd},
+        rounding=gamma(4) * ((1 + orth_svd) * np.sqrt(3) * nX + nY),
+        sum_rounding=gamma(3 * n + 2),
+        orthogonality=orthogonality, det=det, gaps=gaps, quaternion=quaternion,
+        fallback=fallback, nX=nX, nY=nY, n=n,
+    )

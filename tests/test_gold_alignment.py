@@ -264,14 +264,29 @@ def test_invalid_parameters_name_themselves(rings):
 
 
 # ------------------------------------------------------------------ periodic cells
+#: Positions on a grid of 2⁻³⁰ Å: sums and differences of such numbers below 2²² Å in
+#: magnitude are exact in float64, as are integer multiples of an integer cell length.
+_GRID = 2.0**-30
+
+
+def _on_the_grid(atoms):
+    """A copy with positions rounded to the grid (moves each atom by < 5e-10 Å)."""
+    out = atoms.copy()
+    out.positions = np.rint(atoms.positions / _GRID) * _GRID
+    return out
+
+
 def _in_a_periodic_box(atoms, margin=12.0):
-    """``atoms`` in a cubic periodic box, wrapped so that it straddles every face."""
+    """``atoms`` (on the grid) in a cubic periodic box, wrapped so that it straddles every
+    face, by exact arithmetic: an integer box length, a grid shift and wrapping by whole
+    box lengths, so every neighbour vector x_j − x_i + n·L is computed exactly and equals
+    the free cluster's x_j − x_i bit for bit."""
     box = atoms.copy()
-    size = np.ptp(atoms.positions, axis=0).max() + margin  # no image within 2 × 5 Å + slack
+    size = np.ceil(np.ptp(atoms.positions, axis=0).max() + margin)  # no image within 2 × 5 Å
     box.cell = np.eye(3) * size
     box.pbc = True
-    box.positions -= atoms.positions.mean(axis=0)  # centred on a corner of the cell
-    box.wrap()
+    shifted = atoms.positions - np.rint(atoms.positions.mean(axis=0) / _GRID) * _GRID
+    box.positions = shifted - size * np.floor(shifted / size)  # centred on a cell corner
     assert np.ptp(box.positions, axis=0).min() > 0.5 * size  # really split across the faces
     return box
 
@@ -289,22 +304,27 @@ def _in_a_periodic_box(atoms, margin=12.0):
     ids=["gold-H", "gold-C", "gold-S", "gold-unit", "gold-core", "permutation"],
 )
 def test_a_cluster_in_a_periodic_box_aligns_as_the_free_cluster(au25_hot, alignment, selection):
-    """Neighbour vectors cross the cell faces (minimum image through the neighbour list)."""
-    free = AtomicEnvironments(au25_hot[:2], **selection)
-    boxed = AtomicEnvironments([_in_a_periodic_box(a) for a in au25_hot[:2]], **selection)
+    """Neighbour vectors cross the cell faces (minimum image through the neighbour list).
+
+    The box is built by exact arithmetic (:func:`_in_a_periodic_box`), so the neighbour
+    vectors, and with them the alignments, are those of the free cluster bit for bit:
+    any difference is a neighbour found through the wrong image or computed another way.
+    """
+    frames = [_on_the_grid(a) for a in au25_hot[:2]]
+    free = AtomicEnvironments(frames, **selection)
+    boxed = AtomicEnvironments([_in_a_periodic_box(a) for a in frames], **selection)
     np.testing.assert_array_equal(boxed.atom_types, free.atom_types)
     P_free, P_boxed = alignment.neighborhoods(free), alignment.neighborhoods(boxed)
     points = lambda P: P.points if hasattr(P, "points") else P  # noqa: E731
-    # the same vectors up to the rounding of wrapped coordinates (|r| < 40 Å)
-    np.testing.assert_allclose(points(P_boxed), points(P_free), rtol=0, atol=1e-11)
+    np.testing.assert_array_equal(points(P_boxed), points(P_free))
     if hasattr(P_free, "kind"):
         np.testing.assert_array_equal(P_boxed.kind, P_free.kind)
         np.testing.assert_array_equal(P_boxed.count, P_free.count)
     references = P_free[::3]
     R_free, g_free = alignment.align(P_free, references)
     R_boxed, g_boxed = alignment.align(P_boxed, references)
-    np.testing.assert_allclose(g_boxed, g_free, rtol=0, atol=1e-9)
-    np.testing.assert_allclose(R_boxed, R_free, rtol=0, atol=1e-7)
+    np.testing.assert_array_equal(g_boxed, g_free)
+    np.testing.assert_array_equal(R_boxed, R_free)
 
 
 def test_gold_rules_in_a_small_periodic_cell_use_the_images():
@@ -376,6 +396,11 @@ def test_compiled_core_rule_equals_its_pure_python_loop(au25_hot):
     # pure Python, with the pure-Python helpers
     args = (P.points, P.count, P.kind == CORE_S, S.points, S.count, S.kind == CORE_S, 10)
     _gold_thiolate._core_py(*args, R_py, g_py)
-    np.testing.assert_allclose(g, g_py, atol=1e-12)
-    np.testing.assert_allclose(R, R_py, atol=1e-10)
+    # the same IEEE-754 double operations in the same order: numba compiles without
+    # fastmath (no reassociation, no contraction into fused multiply-adds) and its sqrt
+    # is correctly rounded, as numpy's is, so the two agree to the last bit (a collinear
+    # triangle would send QCP to its LAPACK fallback, where numpy's and numba's LAPACK
+    # builds may round differently; these triangles are not collinear)
+    np.testing.assert_array_equal(g, g_py)
+    np.testing.assert_array_equal(R, R_py)
     assert _gold_thiolate._superpose is _gold_thiolate._superpose_py
