@@ -65,7 +65,7 @@ def import_optional(name, extra=None, *, purpose=None):
             raise  # the package is there but one of its own dependencies is not
         who = purpose or "this part of mlmlearn"
         error = ModuleNotFoundError(
-            f"{who} needs {top} ({name!r} could not be imported). It comes with mlmlearn's "
+            f"{top} is needed by {who} ({name!r} could not be imported). It comes with mlmlearn's "
             f"'{extra}' extra: in the mlmlearn source tree run pip install \".[{extra}]\"",
             name=top,
         )

@@ -262,7 +262,7 @@ def test_descriptors_without_their_packages_name_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "dscribe", None)
     monkeypatch.setitem(sys.modules, "dscribe.descriptors", None)
     extra = r"pip install \"\.\[atoms\]\""
-    with pytest.raises(ModuleNotFoundError, match=rf"SOAP needs dscribe.*{extra}"):
+    with pytest.raises(ModuleNotFoundError, match=rf"dscribe is needed by SOAP.*{extra}"):
         SOAP().fit([molecule("CH4")])
-    with pytest.raises(ModuleNotFoundError, match=r"MBTR needs dscribe.*\.\[atoms\]"):
+    with pytest.raises(ModuleNotFoundError, match=r"dscribe is needed by MBTR.*\.\[atoms\]"):
         MBTR().fit([molecule("CH4")])

@@ -180,8 +180,9 @@ def core_install(tmp_path_factory):
 
 def _message_pattern(package, extra):
     return (
-        rf"needs {package} \(.*could not be imported\)\. It comes with mlmlearn's '{extra}' "
-        rf"extra: in the mlmlearn source tree run pip install \"\.\[{extra}\]\""
+        rf"{package} is needed by .* \(.*could not be imported\)\. "
+        rf"It comes with mlmlearn's '{extra}' extra: "
+        rf"in the mlmlearn source tree run pip install \"\.\[{extra}\]\""
     )
 
 
@@ -257,7 +258,9 @@ def test_verbose_progress_without_tqdm_names_the_extra(monkeypatch):
 @pytest.mark.parametrize("package, extra", sorted(EXTRAS.items()))
 def test_a_missing_optional_package_names_its_extra(monkeypatch, package, extra):
     monkeypatch.setitem(sys.modules, package, None)
-    pattern = rf"SOMETHING needs {package} .*'{extra}' extra.*pip install \"\.\[{extra}\]\""
+    pattern = (
+        rf"{package} is needed by SOMETHING .*'{extra}' extra.*pip install \"\.\[{extra}\]\""
+    )
     with pytest.raises(ModuleNotFoundError, match=pattern) as info:
         import_optional(f"{package}.sub", purpose="SOMETHING")
     assert info.value.name == package
