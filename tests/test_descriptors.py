@@ -266,3 +266,21 @@ def test_descriptors_without_their_packages_name_the_extra(monkeypatch):
         SOAP().fit([molecule("CH4")])
     with pytest.raises(ModuleNotFoundError, match=r"dscribe is needed by MBTR.*\.\[atoms\]"):
         MBTR().fit([molecule("CH4")])
+
+
+def test_soap_refuses_centres_of_an_element_it_was_not_fitted_on():
+    # a carbon model handed whole structures would predict for their hydrogens silently
+    structures = [linear_alkane(3), linear_alkane(4)]
+    soap = SOAP(r_cut=3.0, n_max=2, l_max=1).fit(AtomicEnvironments(structures, species="C"))
+    assert soap.center_species_ == ["C"]
+    assert soap.transform(AtomicEnvironments([molecule("C2H6")], species="C")).shape[0] == 2
+    with pytest.raises(ValueError, match=r"atom 2 of structure 0 is H.*\['C'\] centres only"):
+        soap.transform([molecule("C2H6")])
+    pipe = Pipeline([("soap", SOAP(r_cut=3.0, n_max=2, l_max=1)), ("emlm", EMLM(references=3))])
+    env = AtomicEnvironments(structures, species="C")
+    pipe.fit(env, np.arange(len(env), dtype=float))
+    with pytest.raises(ValueError, match="centres only"):
+        pipe.predict(molecule("C3H8"))
+    every = SOAP(r_cut=3.0, n_max=2, l_max=1).fit(structures)  # every atom: both elements
+    assert every.center_species_ == ["H", "C"]
+    assert every.transform([molecule("C2H6")]).shape[0] == 8

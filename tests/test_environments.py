@@ -560,3 +560,13 @@ def test_structure_energies_are_checked_like_forces(structures):
     assert issubclass(MissingForcesError, MissingReferenceError)
     assert issubclass(StaleCalculatorError, InconsistentStructureError)
     assert issubclass(InconsistentStructureError, ValueError)
+
+
+def test_a_selection_that_matches_no_atom_is_refused_naming_what_is_present():
+    structures = [molecule("CH4"), molecule("C2H6")]
+    with pytest.raises(ValueError, match=r"species='Cl'.*selects no atom.*\['C', 'H'\]"):
+        AtomicEnvironments(structures, species="Cl")
+    with pytest.raises(ValueError, match=r"atom_types=\['S'\].*selects no atom"):
+        AtomicEnvironments(structures, atom_types=["S"])
+    assert len(AtomicEnvironments([], species="C")) == 0  # nothing to select from
+    assert len(AtomicEnvironments(structures).select(species="S")) == 0  # subsets may be empty

@@ -533,3 +533,13 @@ def test_the_numeric_start_in_a_periodic_box_is_the_nearest_image(propane):
     )
     with pytest.raises(MissingNeighborsError, match="atom 0 of structure 0 has 1 neighbours"):
         nearest_neighbors(AtomicEnvironments(free), 2)
+
+
+def test_structures_without_environments_are_refused_naming_the_wrapper(propane):
+    env = AtomicEnvironments(propane[:5], species="C")
+    model = _model(references=5).fit(env, env.forces)
+    for X in (list(env.structures), env.structures[0]):
+        with pytest.raises(TypeError, match="OAMLM takes AtomicEnvironments.*got"):
+            model.predict(X)
+        with pytest.raises(TypeError, match="OAMLM takes AtomicEnvironments"):
+            _model(references=5).fit(X, np.ones((len(env), 3)))

@@ -386,6 +386,12 @@ class AtomicEnvironments:
         selected = self.select(
             species=species, atom_types=atom_types, bond_cutoff=bond_cutoff, core_cutoff=core_cutoff
         )
+        if len(selected) == 0 and len(self) and (species is not None or atom_types is not None):
+            present = sorted(set(self.symbols.tolist()))
+            raise ValueError(
+                f"species={species!r}, atom_types={atom_types!r} selects no atom of the "
+                f"{len(structures)} structures, which contain {present}"
+            )
         self._init(store, selected._flat, root=None, typing=selected._typing)
 
     @classmethod

@@ -54,6 +54,11 @@ class SOAP(DescriptorTransformer):
     Attributes
     ----------
     species_ : list of str
+    center_species_ : list of str
+        Elements of the centres seen at fit. Transforming a centre of another
+        element raises a ``ValueError`` naming its structure and atom: the models
+        downstream learnt from these centres only, so e.g. a carbon model handed
+        whole structures would otherwise predict for their hydrogens silently.
     descriptor_ : dscribe.descriptors.SOAP
     n_features_out_ : int
 
@@ -139,6 +144,38 @@ class SOAP(DescriptorTransformer):
     def _structures(self, X):
         return self._as_environments(X).structures
 
+    def fit(self, X, y=None):
+        """Fix the species and the centres' elements, and build the descriptor.
+
+        Parameters
+        ----------
+        X : AtomicEnvironments or ase.Atoms or list of ase.Atoms
+            A list of structures means every atom of every structure.
+        y : ignored
+
+        Returns
+        -------
+        self
+        """
+        super().fit(X, y)
+        numbers = np.unique(self._as_environments(X).numbers)  # ordered by atomic number
+        chemical_symbols = import_optional("ase.data", purpose="SOAP").chemical_symbols
+        self.center_species_ = [chemical_symbols[z] for z in numbers]
+        return self
+
+    def _check_centers(self, env):
+        """Raise naming the first centre whose element was not a centre at fit."""
+        symbols = env.symbols
+        bad = np.flatnonzero(~np.isin(symbols, self.center_species_))
+        if bad.size:
+            i = int(bad[0])
+            raise ValueError(
+                f"atom {int(env.atom_index[i])} of structure {int(env.structure_index[i])} is "
+                f"{symbols[i]}, but this SOAP was fitted on {self.center_species_} centres only; "
+                "select the centres the model was trained on, e.g. "
+                f"AtomicEnvironments(structures, species={self.center_species_!r})"
+            )
+
     def transform(self, X):
         """SOAP vector of every environment.
 
@@ -154,6 +191,7 @@ class SOAP(DescriptorTransformer):
         check_is_fitted(self, "descriptor_")
         env = self._as_environments(X)
         self._check_species(env.structures, np.unique(env.structure_index))
+        self._check_centers(env)
         memory = self._memory()
         if memory.location is None:
             return _soap_rows(

@@ -226,6 +226,7 @@ class OAMLM(MultiOutputMixin, BaseEstimator):
         -------
         self
         """
+        _check_environments(X)
         unit = _unit_forces(y, len(X))
         self.descriptor_ = clone(self.descriptor).fit(X)
         F = self._features(X)
@@ -327,8 +328,11 @@ class OAMLM(MultiOutputMixin, BaseEstimator):
             total = omega.sum(axis=1)
             return v, (omega * d_g).sum(axis=1) / np.where(total > 0, total, 1.0)
 
-        starts = progress(range(0, n, rows), verbose=self.verbose, desc="OAMLM predict")
-        parts = Parallel(n_jobs=self.n_jobs, prefer="threads")(delayed(chunk)(lo) for lo in starts)
+        starts = range(0, n, rows)
+        parts = list(progress(  # the bar counts finished chunks, not dispatched ones
+            Parallel(n_jobs=self.n_jobs, prefer="threads", return_as="generator")(
+                delayed(chunk)(lo) for lo in starts),
+            verbose=self.verbose, total=len(starts), desc="OAMLM predict"))
         v = np.vstack([p[0] for p in parts]) if parts else np.empty((0, 3))
         u = np.concatenate([p[1] for p in parts]) if parts else np.empty(0)
         if return_uncertainty:
@@ -362,6 +366,7 @@ class OAMLM(MultiOutputMixin, BaseEstimator):
 
     # -------------------------------------------------------------- helpers
     def _features(self, X):
+        _check_environments(X)
         F = self.descriptor_.transform(X)
         return check_array(F, dtype=np.float64, input_name="descriptor output")
 
@@ -394,6 +399,16 @@ def _chunk_rows(n_references):
     return max(1, _CHUNK_BYTES // (72 * max(n_references, 1)))
 
 
+def _check_environments(X):
+    """Raise a TypeError unless ``X`` is atomic environments (structures alone are ambiguous)."""
+    if not all(hasattr(X, a) for a in ("structure_index", "atom_index", "structures")):
+        raise TypeError(
+            f"OAMLM takes AtomicEnvironments (the atoms whose force directions to predict), "
+            f"got {type(X).__name__}; wrap structures as "
+            "AtomicEnvironments(structures, species=...) or atom_types=..."
+        )
+
+
 def _fit_products(alignment, P, S, T, unit, n_jobs, verbose):
     """D_c = {ŷ_i · R_ij t̂_j} and D_g = {g_ij}, aligned in row chunks (threads)."""
     from joblib import Parallel, delayed
@@ -405,8 +420,11 @@ def _fit_products(alignment, P, S, T, unit, n_jobs, verbose):
         rotated, g = _predict_products(alignment, P[lo : lo + rows], S, T)
         return np.einsum("nki,ni->nk", rotated, unit[lo : lo + rows]), g
 
-    starts = progress(range(0, n, rows), verbose=verbose, desc="OAMLM fit alignments")
-    parts = Parallel(n_jobs=n_jobs, prefer="threads")(delayed(chunk)(lo) for lo in starts)
+    starts = range(0, n, rows)
+    parts = list(progress(  # the bar counts finished chunks, not dispatched ones
+        Parallel(n_jobs=n_jobs, prefer="threads", return_as="generator")(
+            delayed(chunk)(lo) for lo in starts),
+        verbose=verbose, total=len(starts), desc="OAMLM fit alignments"))
     return np.vstack([p[0] for p in parts]), np.vstack([p[1] for p in parts])
 
 
