@@ -11,8 +11,9 @@ Settings: charge -1, Langevin 1.5 fs, friction 0.01/fs, 700 steps, every 2nd ste
 (351 frames), seed 25000 + T. The output extxyz is the checkpoint: rerunning the same
 command continues an interrupted run exactly (mlmlearn.datasets.run_md). The finished
 runs are stored here xz-compressed (ase.io.read reads them as they are; `xz -dk` one
-before resuming it). All 351 frames of both runs pass mlmlearn.datasets.frame_integrity. The frames carry the start file's comment words as stray
-``info`` keys (ASE parses the comment line); pack the runs by their named fields only.
+before resuming it). All 351 frames of both runs pass mlmlearn.datasets.frame_integrity.
+The frames carry the start file's comment words as stray ``info`` keys (ASE parses the
+comment line); pack the runs by their named fields only.
 """
 
 import sys
