@@ -251,16 +251,6 @@ def test_the_data_generator_checks_the_xtb_extra_before_any_run(monkeypatch, tmp
     assert not workdir.exists()
 
 
-@pytest.mark.skipif("tqdm" not in EXTRAS, reason="tqdm is a core dependency")
-def test_verbose_progress_without_tqdm_names_the_extra(monkeypatch):
-    from mlmlearn._progress import progress
-
-    for name in ("tqdm", "tqdm.auto"):
-        monkeypatch.setitem(sys.modules, name, None)
-    with pytest.raises(ModuleNotFoundError, match=_message_pattern("tqdm", EXTRAS.get("tqdm"))):
-        progress([1, 2], verbose=1)
-
-
 # ------------------------------------------------------------ the helper itself
 @pytest.mark.parametrize("package, extra", sorted(EXTRAS.items()))
 def test_a_missing_optional_package_names_its_extra(monkeypatch, package, extra):
