@@ -127,12 +127,8 @@ class _Store:
     def types(self, flat, bond_cutoff, core_cutoff):
         """Gold-thiolate types of the atoms ``flat`` (only their structures are typed)."""
         out = np.empty(len(flat), dtype="<U12")
-        structure = self.structure_of[flat]
-        for s in np.unique(structure):
-            rows = np.flatnonzero(structure == s)
-            out[rows] = self.types_of(int(s), bond_cutoff, core_cutoff)[
-                self.atom_of[flat[rows]]
-            ]
+        for s, rows in _rows_by_structure(self.structure_of[flat]):
+            out[rows] = self.types_of(s, bond_cutoff, core_cutoff)[self.atom_of[flat[rows]]]
         return out
 
     def forces(self, flat):
@@ -180,6 +176,16 @@ class _Store:
                 [(a.numbers, a.positions, np.asarray(a.cell), a.pbc) for a in self.structures]
             )
         return self._fingerprint
+
+
+def _rows_by_structure(structure):
+    """Yield ``(s, rows)`` per distinct ``s`` of ``structure``, ascending (one sort in all)."""
+    if structure.size == 0:
+        return
+    order = np.argsort(structure, kind="stable")
+    which, starts = np.unique(structure[order], return_index=True)
+    for s, rows in zip(which, np.split(order, starts[1:]), strict=True):
+        yield int(s), rows
 
 
 def _concatenate(arrays):
@@ -684,13 +690,7 @@ class AtomicEnvironments:
 
     def structure_rows(self):
         """Yield ``(structure, rows)``: each structure index and the rows centred in it."""
-        structure = self.structure_index
-        if structure.size == 0:
-            return
-        order = np.argsort(structure, kind="stable")
-        which, starts = np.unique(structure[order], return_index=True)
-        for s, rows in zip(which, np.split(order, starts[1:]), strict=True):
-            yield int(s), rows
+        return _rows_by_structure(self.structure_index)
 
     def _cache_payload(self):
         """What a cached descriptor of this root depends on (structures and centres)."""
