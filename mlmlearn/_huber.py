@@ -301,6 +301,11 @@ def optimal_scale(R, epsilon):
     return np.maximum(sigma, _SIGMA_MIN)
 
 
+def _at_lower_bound(sigma):
+    """Columns whose σ sits at HuberRegressor's lower bound (to rounding)."""
+    return sigma <= _SIGMA_MIN * (1 + 1e-12)
+
+
 class _State:
     """Residual quantities of a batch of columns at one point."""
 
@@ -313,7 +318,7 @@ class _State:
 
     def converged(self, tol, sigma):
         g_sigma = self.g_sigma.copy()
-        at_bound = (sigma <= _SIGMA_MIN * (1 + 1e-12)) & (g_sigma > 0)
+        at_bound = _at_lower_bound(sigma) & (g_sigma > 0)
         g_sigma[at_bound] = 0.0  # projected gradient at σ's lower bound
         gmax = np.maximum(np.abs(self.g_theta).max(axis=0), np.abs(g_sigma))
         return gmax <= tol
@@ -341,7 +346,7 @@ class _HuberProblem:
         every sample at the kink, with residuals within the error bound of the
         computed ``y - Aθ``, ``(P + 2)·eps·(|y| + |A||θ|)``.
         """
-        at_bound = sigma <= _SIGMA_MIN * (1 + 1e-12)
+        at_bound = _at_lower_bound(sigma)
         exact = np.zeros(sigma.size, dtype=bool)
         if at_bound.any():
             th, Yb = theta[:, at_bound], Y[:, at_bound]
@@ -358,7 +363,7 @@ class _HuberProblem:
         if self.eps <= 1.0:
             return np.ones(sigma.size, dtype=bool)
         scale = np.sqrt(np.mean(Y * Y, axis=0))
-        return (sigma <= _SIGMA_MIN * (1 + 1e-12)) | (sigma <= np.sqrt(_EPS) * scale)
+        return _at_lower_bound(sigma) | (sigma <= np.sqrt(_EPS) * scale)
 
     def kink_optimal(self, theta, sigma, Y, tol):
         """Collapsed columns (:meth:`collapsed`) that are optimal at the kink σ → 0.
