@@ -144,31 +144,24 @@ class MPIBackend(ParallelBackendBase):
     def _pack(self, task, raised):
         """Serialise the owner's outcome; a failure becomes an error header, never an escape."""
         where = f"task {task.index} of this Parallel call (run on rank {task.owner})"
-        if raised:
-            remote = "".join(traceback.format_exception(task.value))
-            try:
-                task.payload = _dumps(task.value)
-            except BaseException as exc:
-                task.cause = task.value
-                task.header = (
-                    "error",
-                    f"{where} raised {_describe(task.value)}; that exception could not "
-                    f"be pickled to send it to the other ranks ({_describe(exc)})",
-                )
-                return
-            task.header = ("raised", len(task.payload), remote)
-            return
         try:
             task.payload = _dumps(task.value)
         except BaseException as exc:
-            task.cause = exc
-            task.header = (
-                "error",
-                f"the result of {where} could not be pickled to send it to the other "
-                f"ranks: {_describe(exc)}",
-            )
+            if raised:
+                task.cause = task.value
+                problem = (f"{where} raised {_describe(task.value)}; that exception could not "
+                           f"be pickled to send it to the other ranks ({_describe(exc)})")
+            else:
+                task.cause = exc
+                problem = (f"the result of {where} could not be pickled to send it to the other "
+                           f"ranks: {_describe(exc)}")
+            task.header = ("error", problem)
             return
-        task.header = ("result", len(task.payload), None)
+        if raised:
+            task.header = ("raised", len(task.payload),
+                           "".join(traceback.format_exception(task.value)))
+        else:
+            task.header = ("result", len(task.payload), None)
 
     def _agree(self, problem, what):
         """Collectively check that no rank failed ``what``; else raise the same error everywhere."""
