@@ -9,7 +9,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .._optional import import_optional
 from ._descriptor import COMMON_CONSTRAINTS, DescriptorTransformer, stack_rows
-from ._environments import AtomicEnvironments
+from ._environments import AtomicEnvironments, _rows_by_structure
 
 __all__ = ["SOAP"]
 
@@ -220,12 +220,13 @@ def _soap_rows(soap, structures, structure_index, atom_index, n_jobs):
     out = np.empty((len(structure_index), n_features), dtype=soap.dtype)
     if len(structure_index) == 0:
         return out
-    order = np.argsort(structure_index, kind="stable")
-    which, starts = np.unique(structure_index[order], return_index=True)
-    centers = [a.tolist() for a in np.split(atom_index[order], starts[1:])]
-    systems = [structures[s] for s in which]
+    groups = list(_rows_by_structure(structure_index))
+    systems = [structures[s] for s, _ in groups]
+    centers = [atom_index[rows].tolist() for _, rows in groups]
     result = soap.create(systems, centers=centers, n_jobs=min(n_jobs, len(systems)))
-    out[order] = stack_rows(result, len(systems), n_features)
+    out[np.concatenate([rows for _, rows in groups])] = stack_rows(
+        result, len(systems), n_features
+    )
     return out
 
 

@@ -226,7 +226,7 @@ class OAMLM(MultiOutputMixin, BaseEstimator):
         -------
         self
         """
-        _check_environments(X)
+        _check_environments(X)  # before the descriptor's fit sees X
         unit = _unit_forces(y, len(X))
         self.descriptor_ = clone(self.descriptor).fit(X)
         F = self._features(X)
