@@ -1,0 +1,35 @@
+"""Models of whole structures: per-atom-type force fields and their ASE calculator.
+
+:class:`ForceField` predicts the force on every atom as an EMLM norm times an
+OAMLM direction, one pair of models per atom type (paper IV). Needs mlmlearn's
+``atoms`` extra (``pip install ".[atoms]"``).
+"""
+
+from ._forcefield import (
+    ForceField,
+    ModelVersionWarning,
+    default_direction_model,
+    default_norm_model,
+)
+from ._rigid import remove_net_force
+from ._typing import GOLD_THIOLATE_FAMILIES, UnknownAtomTypeError
+
+__all__ = [
+    "ForceField",
+    "GOLD_THIOLATE_FAMILIES",
+    "ModelVersionWarning",
+    "UnknownAtomTypeError",
+    "default_direction_model",
+    "default_norm_model",
+    "remove_net_force",
+    "MLMCalculator",
+]
+
+
+def __getattr__(name):
+    # the calculator subclasses ASE's Calculator, so ASE loads when it is first asked for
+    if name == "MLMCalculator":
+        from ._calculator import MLMCalculator
+
+        return MLMCalculator
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,98 @@
+"""An ASE calculator around a fitted :class:`~mlmlearn.forcefield.ForceField`.
+
+Imports ASE when loaded: ``mlmlearn.forcefield`` loads it on first use of
+``MLMCalculator``, so a missing ``atoms`` extra is named then.
+"""
+
+import numpy as np
+
+from .._optional import import_optional
+
+_calculator = import_optional("ase.calculators.calculator", purpose="MLMCalculator")
+Calculator, all_changes = _calculator.Calculator, _calculator.all_changes
+PropertyNotImplementedError = _calculator.PropertyNotImplementedError
+
+__all__ = ["MLMCalculator"]
+
+
+class MLMCalculator(Calculator):
+    """Machine-learned forces (and optionally energies) as an ASE calculator.
+
+    Parameters
+    ----------
+    force_field : ForceField
+        A fitted :class:`~mlmlearn.forcefield.ForceField`; gives ``forces``
+        (eV/Å) and the per-atom ``results["uncertainty"]`` (Å, the direction
+        model's predicted alignment accuracy, see :meth:`ForceField.predict`).
+    energy_model : regressor, default=None
+        A fitted model of whole structures whose ``predict([atoms])`` gives the
+        potential energy in eV (paper II: MBTR → scaler → EMLM). With it,
+        ``energy`` (and ``free_energy``, the same value) are implemented; the
+        energy is not the integral of the forces, which come from
+        ``force_field``. Without it, asking for the energy raises ASE's
+        ``PropertyNotImplementedError``: no energy is made up. Run ASE's
+        optimizers on :class:`~mlmlearn.forcefield.ForcesOnly` then.
+    **kwargs
+        Passed to ASE's ``Calculator`` (e.g. ``label``).
+
+    Notes
+    -----
+    Every calculation types the atoms anew (bonds break during optimization)
+    and follows ASE's conventions: results are cached until ``check_state``
+    reports a change, and ``get_forces`` returns a copy. Errors name the atom:
+    an element without a model, an atom whose alignment partners are missing
+    (:class:`~mlmlearn.atoms.MissingNeighborsError`), a periodic cell given to
+    a force field whose descriptors are not periodic.
+
+    Examples
+    --------
+    >>> from mlmlearn.atoms import AtomicEnvironments
+    >>> from mlmlearn.datasets import gold_thiolate_ring, load_gold_thiolate_rings
+    >>> from mlmlearn.forcefield import (ForceField, MLMCalculator, default_direction_model,
+    ...                                  default_norm_model)
+    >>> frames = [f for f in load_gold_thiolate_rings().frames if len(f) == 36][::30]
+    >>> ff = ForceField(default_norm_model(references=40),
+    ...                 default_direction_model(references=40)).fit(AtomicEnvironments(frames))
+    >>> atoms = gold_thiolate_ring(6)
+    >>> atoms.calc = MLMCalculator(ff)
+    >>> atoms.get_forces().shape, atoms.calc.results["uncertainty"].shape
+    ((36, 3), (36,))
+    """
+
+    implemented_properties = ["forces"]
+
+    def __init__(self, force_field, energy_model=None, **kwargs):
+        from sklearn.utils.validation import check_is_fitted
+
+        check_is_fitted(force_field, "norm_models_")
+        super().__init__(**kwargs)
+        self.force_field = force_field
+        self.energy_model = energy_model
+        # honest per instance: an energy only with an energy model
+        self.implemented_properties = (
+            ["forces"] if energy_model is None else ["energy", "free_energy", "forces"])
+
+    def calculate(self, atoms=None, properties=("forces",), system_changes=all_changes):
+        missing = [p for p in properties if p not in self.implemented_properties]
+        if missing:
+            raise PropertyNotImplementedError(
+                f"MLMCalculator has no {missing[0]!r}: it was built without an energy "
+                "model (give energy_model=...); run ASE's optimizers on ForcesOnly(atoms)")
+        super().calculate(atoms, properties, system_changes)
+        forces, uncertainty = self.force_field.predict(self.atoms, return_uncertainty=True)
+        self.results["forces"] = forces
+        self.results["uncertainty"] = uncertainty
+        if self.energy_model is not None:
+            energy = float(np.asarray(self.energy_model.predict([self.atoms])).reshape(-1)[0])
+            self.results["energy"] = self.results["free_energy"] = energy
+
+    def get_uncertainty(self, atoms=None):
+        """Per-atom uncertainty (Å) of the forces of ``atoms``, computed if needed.
+
+        Returns
+        -------
+        uncertainty : ndarray of shape (n_atoms,)
+            A copy of ``results["uncertainty"]``.
+        """
+        self.get_property("forces", atoms)
+        return self.results["uncertainty"].copy()
