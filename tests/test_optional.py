@@ -38,6 +38,7 @@ MODULES = [
     "mlmlearn.model_selection",
     "mlmlearn.applications.tem",
     "mlmlearn.metrics",
+    "mlmlearn.plotting",
 ]
 
 #: ``(name, call, package, extra)``: each public entry point and what it must name.
@@ -77,6 +78,11 @@ ENTRY_POINTS = [
     ("plot_scores", "tem.plot_scores([1.0, 0.5])", "matplotlib", "plot"),
     ("plot_angles", "tem.plot_angles([1.0, 2.0])", "matplotlib", "plot"),
     ("plot_directions", "tem.plot_directions(np.eye(3), [1.0, 0.5, 0.2])", "matplotlib", "plot"),
+    ("plot_energy_trace", "plotting.plot_energy_trace([1.0, 0.5])", "matplotlib", "plot"),
+    ("plot_force_parity", "plotting.plot_force_parity(np.eye(3), np.eye(3), list('SCH'))",
+     "matplotlib", "plot"),
+    ("plot_angle_vs_norm", "plotting.plot_angle_vs_norm(np.eye(3), np.eye(3), list('SCH'))",
+     "matplotlib", "plot"),
     ("xTB calculator of the data recipes", "recipes._tblite('GFN2-xTB')", "tblite", "xtb"),
 ]
 
@@ -88,6 +94,7 @@ CORE = {
     "RSMaximin": "RSMaximin(n_references=5).fit(X).transform(X[:3])",
     "RandomReferences": "RandomReferences(n_references=5, random_state=0).fit(X).transform(X[:3])",
     "weighted_average_angle": "metrics.weighted_average_angle(np.eye(3), np.eye(3))",
+    "force_table": "str(metrics.force_table(np.eye(3), np.eye(3), list('SCH')))",
     "mlmlearn.OAMLM (lazy attribute)": "mlmlearn.OAMLM",
     "CW-SSIM": "tem.cw_ssim(np.outer(np.hanning(32), np.hanning(32)), "
     "np.outer(np.hanning(32), np.hanning(32)))",
@@ -133,7 +140,7 @@ from sklearn.datasets import make_regression
 
 import mlmlearn
 from mlmlearn import EMLM, MLM, HuberMLM, RandomReferences, RSMaximin
-from mlmlearn import atoms, datasets, metrics, model_selection, oamlm
+from mlmlearn import atoms, datasets, metrics, model_selection, oamlm, plotting
 from mlmlearn.applications import tem
 from mlmlearn.datasets import _recipes as recipes, generate
 from mlmlearn.oamlm._gold_thiolate import GoldThiolateNeighborhoods
