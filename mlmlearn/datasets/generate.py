@@ -9,6 +9,13 @@ trajectories into an archive the loaders read::
     python -m mlmlearn.datasets.generate au25 --start au25_sch3_18.xyz \\
         --workdir md/au25 --output au25.npz
 
+``au25`` runs the heating run (:data:`~mlmlearn.datasets._recipes.AU25`) and the
+independent fixed-temperature runs
+(:data:`~mlmlearn.datasets._recipes.AU25_FIXED_TEMPERATURE`) into one archive (about
+1.9 h and 2 x 45 min of one core); ``--temperatures`` runs only some of the
+fixed-temperature runs (to share them over cores) and packs what the work
+directory then holds.
+
 Set ``OMP_NUM_THREADS=1``: xTB on these system sizes is not faster with more threads.
 """
 
@@ -33,9 +40,12 @@ DESCRIPTIONS = {
     ),
     "au25": (
         "Au25(SCH3)18 anion (charge -1, closed shell), GFN1-xTB (tblite; GFN2-xTB does not "
-        "converge on the Au13 core), Langevin MD heated linearly from 300 K to 1500 K over "
-        "1200 steps of 1.5 fs (friction 0.01/fs, seed 25), every 2nd step kept. Started from the "
-        "optimized structure au25_sch3_18.xyz (not shipped)."
+        "converge on the Au13 core), three independent Langevin MD runs (friction 0.01/fs, "
+        "1.5 fs steps, every 2nd step kept) started from the optimized structure "
+        "au25_sch3_18.xyz (not shipped): 'Au25(SCH3)18_heating', heated linearly from 300 K "
+        "to 1500 K over 1200 steps (seed 25, split 'train'); 'Au25(SCH3)18_300K' and "
+        "'Au25(SCH3)18_500K', held at 300 K and 500 K for 700 steps (seeds 25300 and 25500, "
+        "split 'test'), runs a model trained on the others never saw."
     ),
 }
 
@@ -50,8 +60,63 @@ def _runs(name, paths, settings):
         if name == "alkanes":
             number = int(stem.rsplit("_run", 1)[1])
             run["split"] = "test" if number in settings["test_runs"] else "train"
+        elif name == "au25":
+            run.update(_au25_run(stem, settings))
         runs.append(run)
     return runs
+
+
+def _au25_run(stem, settings):
+    """Recipe, target temperature (K), seed and split of the Au25 run named ``stem``."""
+    if stem.endswith("_heating"):
+        heating = settings["heating"]
+        return {
+            "recipe": "heating",
+            "temperature_K": list(heating["temperature_K"]),
+            "seed": heating["seed"],
+            "split": "train",
+        }
+    fixed = settings["fixed_temperature"]
+    temperature = float(stem.rsplit("_", 1)[1].removesuffix("K"))
+    seed = dict(zip(map(float, fixed["temperatures_K"]), fixed["seeds"], strict=True))
+    return {
+        "recipe": "fixed_temperature",
+        "temperature_K": temperature,
+        "seed": seed[temperature],
+        "split": "test",
+    }
+
+
+def metadata(name, settings, paths, *, elapsed):
+    """The ``metadata`` block :func:`pack` stores for data set ``name``.
+
+    Holds the description, the recipe ``settings``, one entry per run (its
+    name, and for ``au25`` its recipe, target temperature, seed and split),
+    units, the versions of mlmlearn, tblite, ase and numpy, and the wall time
+    in seconds of this invocation (``elapsed``).
+    """
+    from importlib.metadata import version
+
+    from .. import __version__
+
+    return {
+        "name": name,
+        "description": DESCRIPTIONS[name],
+        "settings": settings,
+        "runs": _runs(name, paths, settings),
+        "units": {
+            "positions": "Angstrom",
+            "energy": "eV",
+            "forces": "eV/Angstrom",
+            "temperature": "K",
+            "time": "fs",
+        },
+        "versions": {
+            "mlmlearn": __version__,
+            **{p: version(p) for p in ("tblite", "ase", "numpy")},
+        },
+        "wall_time_s_last_invocation": round(elapsed, 1),
+    }
 
 
 #: What ``--help`` shows: the module docstring's content as plain text (a terminal
@@ -72,6 +137,14 @@ examples:
       --output gold_thiolate_rings.npz
   python -m mlmlearn.datasets.generate au25 --start au25_sch3_18.xyz \\
       --workdir md/au25 --output au25.npz
+
+au25 runs the heating run (300 K -> 1500 K, 1200 steps) and the independent
+fixed-temperature runs (300 K and 500 K, 700 steps each) into one archive: about
+1.9 h and 2 x 45 min of one core. To share them over two cores, start one
+fixed-temperature run alone in a second process (it writes to the same --workdir,
+where the first process finds it finished; the last invocation packs all three):
+  python -m mlmlearn.datasets.generate au25 --start au25_sch3_18.xyz \\
+      --workdir md/au25 --output au25_500K.npz --temperatures 500
 """
 
 
@@ -85,11 +158,20 @@ def _parser():
         "name",
         choices=sorted(DESCRIPTIONS),
         help="alkanes: C2H6-C7H16, GFN2-xTB; rings: Au_n(SCH3)_n, n = 4-8, GFN2-xTB; "
-        "au25: Au25(SCH3)18 anion, GFN1-xTB (needs --start)",
+        "au25: Au25(SCH3)18 anion, GFN1-xTB, a heating run and fixed-temperature runs "
+        "(needs --start)",
     )
     parser.add_argument("--workdir", required=True, help="directory of the extxyz trajectories")
     parser.add_argument("--output", required=True, help="archive to write (.npz)")
     parser.add_argument("--start", help="start structure, any file ASE reads (au25 only)")
+    parser.add_argument(
+        "--temperatures",
+        type=float,
+        nargs="+",
+        metavar="K",
+        help="au25 only: run only these fixed-temperature runs (of 300 and 500 K) and no "
+        "heating run; the archive packs the runs the work directory then holds",
+    )
     parser.add_argument(
         "--verbose", type=int, default=1, help="0: quiet; 1 (default): a progress bar per MD run"
     )
@@ -104,6 +186,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.name == "au25" and args.start is None:
         parser.error("au25 needs --start (the Au25(SCH3)18 start structure)")
+    if args.temperatures is not None and args.name != "au25":
+        parser.error(f"--temperatures is for au25 only, not {args.name}")
     # both extras are needed; say so before any run starts, not one at a time
     for package in ("ase", "tblite.ase"):
         import_optional(package, purpose="python -m mlmlearn.datasets.generate")
@@ -116,34 +200,34 @@ def main(argv=None):
         settings = _recipes.RINGS
         paths = _recipes.generate_gold_thiolate_rings(args.workdir, verbose=args.verbose)
     else:
-        settings = _recipes.AU25
-        paths = _recipes.generate_au25(args.start, args.workdir, verbose=args.verbose)
+        settings = {"heating": _recipes.AU25, "fixed_temperature": _recipes.AU25_FIXED_TEMPERATURE}
+        paths = _au25(args, parser)
     elapsed = time.perf_counter() - tic
 
-    from importlib.metadata import version
-
-    from .. import __version__
-
-    metadata = {
-        "name": args.name,
-        "description": DESCRIPTIONS[args.name],
-        "settings": settings,
-        "runs": _runs(args.name, paths, settings),
-        "units": {
-            "positions": "Angstrom",
-            "energy": "eV",
-            "forces": "eV/Angstrom",
-            "temperature": "K",
-            "time": "fs",
-        },
-        "versions": {
-            "mlmlearn": __version__,
-            **{p: version(p) for p in ("tblite", "ase", "numpy")},
-        },
-        "wall_time_s_last_invocation": round(elapsed, 1),
-    }
-    pack(paths, args.output, metadata=metadata)
+    pack(paths, args.output, metadata=metadata(args.name, settings, paths, elapsed=elapsed))
     print(f"wrote {args.output} ({len(paths)} runs, {elapsed:.0f} s in this invocation)")
+
+
+def _au25(args, parser):
+    """Run the Au25 recipes ``args`` asks for; the trajectories the work directory then holds."""
+    import os
+
+    fixed = _recipes.AU25_FIXED_TEMPERATURE
+    if args.temperatures is not None:
+        unknown = sorted(set(args.temperatures) - set(map(float, fixed["temperatures_K"])))
+        if unknown:
+            parser.error(
+                f"--temperatures {unknown} not among the recipe's {list(fixed['temperatures_K'])}"
+            )
+        _recipes.generate_au25_fixed_temperature(
+            args.start, args.workdir, temperatures=args.temperatures, verbose=args.verbose
+        )
+        names = ["heating"] + [f"{t:.0f}K" for t in fixed["temperatures_K"]]
+        paths = [os.path.join(args.workdir, f"Au25(SCH3)18_{n}.extxyz") for n in names]
+        return [path for path in paths if os.path.exists(path)]
+    return _recipes.generate_au25(
+        args.start, args.workdir, verbose=args.verbose
+    ) + _recipes.generate_au25_fixed_temperature(args.start, args.workdir, verbose=args.verbose)
 
 
 if __name__ == "__main__":
