@@ -18,23 +18,59 @@ from importlib import resources
 
 import numpy as np
 
-__all__ = ["load_alkanes", "load_gold_thiolate_rings", "load_au25", "pack"]
+__all__ = ["AU25_RUNS", "load_alkanes", "load_gold_thiolate_rings", "load_au25", "pack"]
 
 
 def pack(paths, output, *, metadata):
-    """Pack the extxyz trajectories ``paths`` (one per run) into the archive ``output``.
+    """Pack MD trajectories, one per run, into the archive ``output``.
 
-    ``metadata`` must hold ``runs``: one dict per path, in the same order,
-    with at least ``name``; it is stored as JSON beside the arrays.
+    Parameters
+    ----------
+    paths : sequence of (str, path-like or sequence of ase.Atoms)
+        One run each: an extxyz trajectory written by :func:`run_md`, or its
+        frames (e.g. a run of an archive loaded with ``include_broken=True``,
+        to repack it beside new runs). Every frame needs energy and forces as
+        stored results and ``info`` keys ``step`` and ``temperature_K``; its
+        total charge is ``info["charge"]``, else the sum of its initial charges.
+    output : str or path-like
+        The ``.npz`` archive to write.
+    metadata : dict
+        Stored as JSON beside the arrays. Must hold ``runs``: one dict per
+        entry of ``paths``, in the same order, with at least ``name`` (and
+        optionally ``split``, ``"train"`` by default). A copy is stored, with
+        the rule of :func:`frame_integrity` (``integrity_rule``), in which each
+        run also gets ``n_frames``, its integrity check (``n_broken`` and
+        ``broken_steps``, :func:`frame_integrity`) and the statistics of its
+        intact frames' force magnitudes (``force_magnitude_eV_per_A``: ``mean``,
+        ``p99_9``, ``max``, ``max_component``, ``n_above_10``).
+
+    Returns
+    -------
+    output : str or path-like
+        As given.
+
+    Raises
+    ------
+    ValueError
+        If ``metadata["runs"]`` has not one entry per run, or a frame's total
+        charge is not a whole number.
     """
+    from ._integrity import BOND_FACTOR, REQUIRED_PARTNERS, _integrity
     from ._md import read_frames
 
     if len(metadata.get("runs", ())) != len(paths):
         raise ValueError("metadata['runs'] needs one entry per trajectory in paths")
+    metadata = json.loads(json.dumps(metadata))  # a copy; tuples become lists, as stored
+    metadata["integrity_rule"] = {
+        "bond_factor": BOND_FACTOR,
+        "required_partners": REQUIRED_PARTNERS,
+    }
     numbers, positions, forces = [], [], []
     energy, n_atoms, run, step, temperature, charge = [], [], [], [], [], []
     for r, path in enumerate(paths):
-        for frame in read_frames(path):
+        frames = read_frames(path) if isinstance(path, (str, os.PathLike)) else list(path)
+        first = len(energy)
+        for frame in frames:
             numbers.append(frame.numbers.astype(np.int8))
             positions.append(frame.positions)
             forces.append(frame.get_forces().astype(np.float32))
@@ -44,6 +80,15 @@ def pack(paths, output, *, metadata):
             step.append(frame.info["step"])
             temperature.append(frame.info["temperature_K"])
             charge.append(frame.info.get("charge", frame.get_initial_charges().sum()))
+        intact, _ = _integrity(numbers[first:], positions[first:])
+        metadata["runs"][r].update(
+            n_frames=len(frames),
+            n_broken=int((~intact).sum()),
+            broken_steps=[int(step[first + k]) for k in np.flatnonzero(~intact)],
+            force_magnitude_eV_per_A=_force_statistics(
+                [f for f, ok in zip(forces[first:], intact, strict=True) if ok]
+            ),
+        )
     np.savez_compressed(
         output,
         numbers=np.concatenate(numbers),
@@ -60,11 +105,34 @@ def pack(paths, output, *, metadata):
     return output
 
 
-def load_archive(path, *, include_broken=False):
+def _force_statistics(forces):
+    """Magnitude statistics (eV/Å) of the per-frame force arrays ``forces`` (n_atoms, 3)."""
+    if not forces:
+        return {}
+    f = np.concatenate(forces).astype(np.float64)
+    norm = np.linalg.norm(f, axis=1)
+    return {
+        "mean": round(float(norm.mean()), 4),
+        "p99_9": round(float(np.quantile(norm, 0.999)), 4),
+        "max": round(float(norm.max()), 4),
+        "max_component": round(float(np.abs(f).max()), 4),
+        "n_above_10": int((norm > 10.0).sum()),
+    }
+
+
+def load_archive(path, *, include_broken=False, runs=None):
     """Load an archive written by :func:`pack` (see :func:`load_alkanes` for the result).
 
     Frames with a broken bond or a detached fragment (:func:`frame_integrity`)
-    are left out unless ``include_broken`` is true.
+    are left out unless ``include_broken`` is true. ``runs`` (a sequence of run
+    names, default all) selects runs; ``run_names`` then lists the selected
+    runs in archive order, ``run`` indexes it, and ``n_broken`` counts the
+    broken frames of the selected runs.
+
+    Raises
+    ------
+    ValueError
+        If ``runs`` names a run the archive does not hold (the message lists them).
     """
     from sklearn.utils import Bunch
 
@@ -79,18 +147,36 @@ def load_archive(path, *, include_broken=False):
     with np.load(path) as data:
         arrays = {key: data[key] for key in data.files}
     metadata = json.loads(str(arrays["metadata"]))
+    all_names = [r["name"] for r in metadata["runs"]]
+    if runs is None:
+        chosen = np.arange(len(all_names))
+    else:
+        runs = [runs] if isinstance(runs, str) else list(runs)
+        unknown = [name for name in runs if name not in all_names]
+        if unknown:
+            raise ValueError(f"runs={runs!r}: {unknown} not among this archive's runs {all_names}")
+        chosen = np.array(sorted({all_names.index(name) for name in runs}), dtype=int)
+    renumber = np.full(len(all_names), -1)
+    renumber[chosen] = np.arange(len(chosen))
+    run_names = [all_names[r] for r in chosen]
+
     n_frames = len(arrays["energy"])
     bounds = np.concatenate([[0], np.cumsum(arrays["n_atoms"])])
-    numbers = [arrays["numbers"][bounds[k] : bounds[k + 1]] for k in range(n_frames)]
-    positions = [arrays["positions"][bounds[k] : bounds[k + 1]] for k in range(n_frames)]
+    selected = np.flatnonzero(np.isin(arrays["run"], chosen))
+    numbers = {k: arrays["numbers"][bounds[k] : bounds[k + 1]] for k in selected}
+    positions = {k: arrays["positions"][bounds[k] : bounds[k + 1]] for k in selected}
     if "charge" in arrays:
         charge = arrays["charge"].astype(np.int64)
     else:  # archives packed before frames carried their charge
         charge = np.full(n_frames, int(metadata.get("settings", {}).get("charge", 0)))
-    intact, problems = _integrity(numbers, positions)
-    keep = np.arange(n_frames) if include_broken else np.flatnonzero(intact)
+    intact = np.zeros(n_frames, dtype=bool)
+    problems = [""] * n_frames
+    ok, reasons = _integrity([numbers[k] for k in selected], [positions[k] for k in selected])
+    intact[selected] = ok
+    for k, reason in zip(selected, reasons, strict=True):
+        problems[k] = reason
+    keep = selected if include_broken else selected[intact[selected]]
 
-    run_names = [r["name"] for r in metadata["runs"]]
     frames = []
     for k in keep:
         a, b = bounds[k], bounds[k + 1]
@@ -102,17 +188,16 @@ def load_archive(path, *, include_broken=False):
             forces=arrays["forces"][a:b].astype(np.float64),
         )
         atoms.info.update(
-            run=run_names[arrays["run"][k]],
+            run=all_names[arrays["run"][k]],
             step=int(arrays["step"][k]),
             temperature_K=float(arrays["temperature_K"][k]),
         )
         frames.append(atoms)
-    runs = metadata["runs"]
-    split = np.array([runs[r].get("split", "train") for r in arrays["run"]])
+    split = np.array([metadata["runs"][r].get("split", "train") for r in arrays["run"]])
     return Bunch(
         frames=frames,
         energy=arrays["energy"][keep],
-        run=arrays["run"][keep],
+        run=renumber[arrays["run"][keep]],
         run_names=run_names,
         step=arrays["step"][keep],
         temperature_K=arrays["temperature_K"][keep].astype(np.float64),
@@ -121,7 +206,7 @@ def load_archive(path, *, include_broken=False):
         intact=intact[keep],
         problems=[problems[k] for k in keep],
         index=keep,
-        n_broken=int((~intact).sum()),
+        n_broken=int((~intact[selected]).sum()),
         metadata=metadata,
         DESCR=metadata.get("description", ""),
     )
@@ -136,12 +221,12 @@ def _integer_charges(charges):
     return whole.astype(np.int8)
 
 
-def _load(name, include_broken):
+def _load(name, include_broken, runs=None):
     ref = resources.files("mlmlearn.datasets").joinpath("data", f"{name}.npz")
     if not ref.is_file():  # pragma: no cover - a broken installation
         raise FileNotFoundError(f"bundled data set {name!r} is missing from {os.fspath(ref)}")
     with resources.as_file(ref) as path:
-        return load_archive(path, include_broken=include_broken)
+        return load_archive(path, include_broken=include_broken, runs=runs)
 
 
 def load_alkanes(*, include_broken=False):
@@ -227,13 +312,60 @@ def load_gold_thiolate_rings(*, include_broken=False):
     return _load("gold_thiolate_rings", include_broken)
 
 
-def load_au25(*, include_broken=False):
-    """Au25(SCH3)18⁻ heated from 300 K to 1500 K by GFN1-xTB Langevin MD.
+#: The runs of the Au25 archive that :func:`load_au25`'s ``runs`` shortcuts name.
+AU25_RUNS = {
+    "heating": ("Au25(SCH3)18_heating",),
+    "fixed_temperature": ("Au25(SCH3)18_300K", "Au25(SCH3)18_500K"),
+}
 
-    One run; frames are ordered by time, so the hot end (where staples
-    deform) is last — :func:`logarithmic_indices` samples it densely. Returns a
-    Bunch as :func:`load_alkanes`; every frame has charge −1. One frame (step
-    838, a C–H stretched to 1.65 Å) is left out unless ``include_broken``.
+
+def load_au25(*, runs="heating", include_broken=False):
+    """Au25(SCH3)18⁻ by GFN1-xTB Langevin MD: a heating run and two fixed-temperature runs.
+
+    Three independent runs from the optimized cluster, every frame charge −1:
+
+    ========================  ==================  =====  ======  ======  =======
+    run (``run_names``)       target temperature  seed   frames  broken  split
+    ========================  ==================  =====  ======  ======  =======
+    ``Au25(SCH3)18_heating``  300 → 1500 K ramp   25     601     1       "train"
+    ``Au25(SCH3)18_300K``     300 K               25300  351     0       "test"
+    ``Au25(SCH3)18_500K``     500 K               25500  351     0       "test"
+    ========================  ==================  =====  ======  ======  =======
+
+    The heating run is one trajectory in time order, so the hot end (where
+    staples deform) is last — :func:`logarithmic_indices` samples it densely —
+    and any split of it is autocorrelated (neighbouring frames 3 fs apart) or a
+    temperature extrapolation. The fixed-temperature runs (700 steps of 1.5 fs,
+    every second kept) have their own start velocities and thermostat noise:
+    a model can be tested on a run it never saw. Their ``split`` is ``"test"``
+    (train on the heating run, which spans their temperatures), and
+    ``runs="all"`` with :class:`~sklearn.model_selection.GroupKFold` over
+    ``run`` holds out each run in turn (see the example). One heating frame
+    (step 838, a C–H stretched to 1.65 Å) is left out unless ``include_broken``.
+
+    Parameters
+    ----------
+    runs : {"heating", "fixed_temperature", "all"} or sequence of str, default="heating"
+        Which runs: the heating run (600 intact frames, what this loader has
+        always returned), the two fixed-temperature runs (702 frames), all
+        three (1 302 frames), or run names from the table.
+    include_broken : bool, default=False
+        See :func:`load_alkanes`.
+
+    Returns
+    -------
+    data : sklearn.utils.Bunch
+        As :func:`load_alkanes`: ``run_names`` lists the selected runs in the
+        table's order and ``run`` indexes it; ``temperature_K`` is the
+        thermostat's target (the kinetic temperature runs above it, see the
+        data README); ``n_broken`` counts the broken frames of the selected runs.
+
+    Raises
+    ------
+    ValueError
+        If ``runs`` is neither a shortcut nor run names of the table.
+    ModuleNotFoundError
+        Without ase (mlmlearn's ``atoms`` extra), naming the extra.
 
     Notes
     -----
@@ -253,5 +385,33 @@ def load_au25(*, include_broken=False):
     ('C18H54Au25S18', -1)
     >>> len(data.frames), data.n_broken
     (600, 1)
+
+    Every run held out once, models trained on the other two:
+
+    >>> from sklearn.model_selection import GroupKFold
+    >>> from mlmlearn.atoms import AtomicEnvironments
+    >>> data = load_au25(runs="all")
+    >>> data.run_names
+    ['Au25(SCH3)18_heating', 'Au25(SCH3)18_300K', 'Au25(SCH3)18_500K']
+    >>> env = AtomicEnvironments(data.frames, species="S", groups=data.run)
+    >>> for train, test in GroupKFold(n_splits=3).split(env, groups=env.groups):
+    ...     print(data.run_names[env.groups[test][0]], len(test), "test,", len(train), "train")
+    Au25(SCH3)18_heating 10800 test, 12636 train
+    Au25(SCH3)18_500K 6318 test, 17118 train
+    Au25(SCH3)18_300K 6318 test, 17118 train
     """
-    return _load("au25", include_broken)
+    if isinstance(runs, str):
+        if runs == "all":
+            names = None
+        elif runs in AU25_RUNS:
+            names = AU25_RUNS[runs]
+        elif runs in AU25_RUNS["heating"] + AU25_RUNS["fixed_temperature"]:
+            names = [runs]
+        else:
+            raise ValueError(
+                f"runs={runs!r} is not one of 'heating', 'fixed_temperature', 'all' nor a run "
+                f"name {[*AU25_RUNS['heating'], *AU25_RUNS['fixed_temperature']]}"
+            )
+    else:
+        names = list(runs)
+    return _load("au25", include_broken, runs=names)
