@@ -1,2 +1,3 @@
-"""Applications built on mlmlearn's models: TEM image comparison (``tem``); force fields,
-structure optimization and Monte Carlo follow."""
+"""Applications built on mlmlearn's models: TEM image comparison (``tem``) and structure
+optimization on ASE's BFGS with part-wise schedules and resumable runs (``optimize``);
+Monte Carlo follows."""
