@@ -1,120 +1,9 @@
-"""Command-line entry point: ``python -m mlmlearn demo``."""
+"""Command-line entry point: ``mlmlearn demo``, ``mlmlearn train``, ``mlmlearn optimize``."""
 
 import argparse
 import sys
-import time
 
-__all__ = ["main", "demo"]
-
-
-def _models(random_state):
-    from sklearn.kernel_ridge import KernelRidge
-    from sklearn.linear_model import Ridge
-    from sklearn.model_selection import GridSearchCV, KFold
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    from . import EMLM, MLM, HuberMLM
-
-    inner = KFold(3, shuffle=True, random_state=random_state)
-    refs = [20, 50, 100, 200]
-
-    def tuned(estimator, grid):
-        pipe = make_pipeline(StandardScaler(), estimator)
-        step = pipe.steps[-1][0]
-        grid = {f"{step}__{k}": v for k, v in grid.items()}
-        return GridSearchCV(pipe, grid, cv=inner, scoring="neg_mean_squared_error")
-
-    return {
-        "EMLM": tuned(EMLM(), {"references": refs, "beta": [1.49e-8, 1e-2, 1.0]}),
-        "MLM": tuned(MLM(), {"references": refs, "beta": [0.0, 1e-2, 1.0]}),
-        # K close to the ~235 training samples of an inner fold is an ill-posed Huber
-        # problem (slow, and never chosen): the robust model is tuned on fewer references
-        "HuberMLM": tuned(HuberMLM(), {"references": [20, 50], "epsilon": [1.0, 1.35, 2.0]}),
-        "KernelRidge (RBF)": tuned(KernelRidge(kernel="rbf"),
-                                   {"alpha": [1e-2, 1e-1, 1.0], "gamma": [1e-3, 1e-2, 1e-1]}),
-        "Ridge": tuned(Ridge(), {"alpha": [0.1, 1.0, 10.0]}),
-    }
-
-
-def demo(random_state=0, out=None, log=True):
-    """Nested cross-validation of the distance-based regressors on a real data set.
-
-    scikit-learn's bundled diabetes data (442 patients, 10 clinical variables,
-    disease progression after one year). Every model is tuned by an inner 3-fold
-    grid search and scored on the outer 5 folds; printed: R² and RMSE (mean ±
-    standard deviation over the outer folds) and the time of one outer fit.
-    With the atomistic extra installed, :func:`directions_demo` follows. BLAS
-    runs on one thread here: on matrices of a few hundred rows its threads
-    cost more than they save (measured on 2 busy cores: KernelRidge's grid
-    search 0.15 s on one thread, 4–6 s on two).
-
-    Parameters
-    ----------
-    random_state : int, default=0
-        Seed of the outer and inner fold shuffles.
-    out : file-like, default=None
-        Where the result tables go; standard output when None.
-    log : file-like, True or None, default=True
-        Where progress goes as the demo runs (a timestamped line per stage and
-        model, a tqdm bar over each loop when tqdm is installed): True for
-        standard error, None for no progress.
-
-    Returns
-    -------
-    status : int
-        0.
-    """
-    import warnings
-
-    import numpy as np
-    from sklearn.base import clone
-    from sklearn.datasets import load_diabetes
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.metrics import r2_score, root_mean_squared_error
-    from sklearn.model_selection import KFold, ParameterGrid
-    from threadpoolctl import threadpool_limits
-
-    out = sys.stdout if out is None else out
-    log = _stage_log(log)
-    X, y = load_diabetes(return_X_y=True)
-    outer = KFold(5, shuffle=True, random_state=random_state)
-    folds = list(outer.split(X))
-    print(f"diabetes: {X.shape[0]} samples, {X.shape[1]} features; nested CV "
-          "(inner 3-fold grid search, outer 5-fold)", file=out, flush=True)
-    print(f"{'model':<20}{'R2':>16}{'RMSE':>18}{'fit s':>9}  chosen", file=out, flush=True)
-    for name, model in _models(random_state).items():
-        n_candidates = len(ParameterGrid(model.param_grid))
-        log(f"{name}: 5 outer folds, each a 3-fold grid search over {n_candidates} candidates")
-        t0 = time.perf_counter()
-        r2, rmse, stopped, best = [], [], 0, None
-        for train, test in log.loop(folds, desc=name):
-            with warnings.catch_warnings(record=True) as caught, threadpool_limits(1, "blas"):
-                warnings.simplefilter("always", ConvergenceWarning)
-                fitted = clone(model).fit(X[train], y[train])
-            stopped += sum(issubclass(w.category, ConvergenceWarning) for w in caught)
-            predicted = fitted.predict(X[test])
-            r2.append(r2_score(y[test], predicted))
-            rmse.append(root_mean_squared_error(y[test], predicted))
-            best = fitted.best_params_ if best is None else best
-        elapsed = (time.perf_counter() - t0) / len(folds)
-        log(f"{name}: done, {elapsed * len(folds):.1f} s")
-        r2, rmse = np.array(r2), np.array(rmse)
-        chosen = ", ".join(f"{k.split('__')[-1]}={v}" for k, v in best.items())
-        print(f"{name:<20}{r2.mean():>9.3f} ± {r2.std():.3f}{rmse.mean():>11.1f} ± "
-              f"{rmse.std():<5.1f}{elapsed:>8.2f}  {chosen}", file=out, flush=True)
-        if stopped:
-            print(f"{'':<20}({stopped} of the grid-search fits stopped at max_iter)", file=out,
-                  flush=True)
-    try:
-        import ase  # noqa: F401
-        import dscribe  # noqa: F401
-        import numba  # noqa: F401
-    except ImportError:
-        print("\nforce directions: skipped (the OAMLM part needs the atoms extra: "
-              'pip install ".[atoms]" in a clone of mlmlearn)', file=out)
-        return 0
-    return directions_demo(out=out, log=log)
+__all__ = ["main"]
 
 
 def _stage_log(log):
@@ -125,101 +14,151 @@ def _stage_log(log):
     return StageLog(sys.stderr if log is True else log)
 
 
-def directions_demo(out=None, log=True):
-    """OAMLM force directions on the bundled GFN2-xTB alkane data (paper III's protocol).
-
-    Trains on every 20th frame of MD runs 1–2 of ethane … heptane (RS-maximin
-    references on min-max-scaled SOAP, paper III's descriptor and 4-neighbour
-    permutation alignment, analytic loss) and tests on every 50th frame of the
-    unseen run 3. Printed: the force-weighted average angle (degrees) of the
-    OAMLM and of the direction to the nearest atom (the numeric loss's start).
-    ``out`` and ``log`` as in :func:`demo`.
-    """
-    import numpy as np
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import MinMaxScaler
-
-    from .atoms import SOAP, AtomicEnvironments
-    from .atoms._neighbors import nearest_neighbors
-    from .datasets import load_alkanes
-    from .metrics import weighted_average_angle
-    from .oamlm import OAMLM
-
-    out = sys.stdout if out is None else out
-    log = _stage_log(log)
-    log("force directions: loading the bundled alkane data")
-    data = load_alkanes()
-    train = [f for f, s in zip(data.frames, data.split, strict=True) if s == "train"][::20]
-    test = [f for f, s in zip(data.frames, data.split, strict=True) if s == "test"][::50]
-    print("\nforce directions, alkanes C2-C7 (GFN2-xTB MD at 750 K): train runs 1-2, test run 3",
-          file=out, flush=True)
-    print(f"{'element':<9}{'train':>7}{'test':>7}{'OAMLM °':>9}{'nearest atom °':>16}{'fit s':>7}",
-          file=out, flush=True)
-    for element in ("C", "H"):
-        tr = AtomicEnvironments(train, species=element)
-        te = AtomicEnvironments(test, species=element)
-        descriptor = make_pipeline(
-            SOAP(species=["H", "C"], n_max=6, l_max=1, r_cut=3.0, sigma=1.0), MinMaxScaler()
-        )
-        log(f"{element}: OAMLM fit on {len(tr)} environments (SOAP, 400 RS-maximin references, "
-            "alignments of every environment with every reference)")
-        t0 = time.perf_counter()
-        # the OAMLM's own bar goes to standard error: shown when the log goes there
-        bar = int(log.bars and log.file is sys.stderr)
-        model = OAMLM(descriptor, references=400, sigma2=0.5, n_jobs=2, verbose=bar)
-        model.fit(tr, tr.forces)
-        elapsed = time.perf_counter() - t0
-        log(f"{element}: fitted in {elapsed:.1f} s; predicting {len(te)} test environments")
-        angle = weighted_average_angle(te.forces, model.predict(te))
-        nearest = nearest_neighbors(te, 1, np.inf)[:, 0]
-        baseline = weighted_average_angle(te.forces, nearest)
-        print(f"{element:<9}{len(tr):>7}{len(te):>7}{angle:>9.1f}{baseline:>16.1f}{elapsed:>7.1f}",
-              file=out, flush=True)
-    print("(random directions average 90°; the paper III bar on its DFTB data: C 55.4°, H 42.1°)",
-          file=out)
-    return 0
-
-
 DESCRIPTION = """\
 mlmlearn: Minimal Learning Machines (EMLM, MLM, HuberMLM, OAMLM) for atomistic
 simulation, as scikit-learn estimators.
 
-The demo runs nested cross-validation of EMLM, MLM and HuberMLM against
-KernelRidge and Ridge on scikit-learn's diabetes data, then (with the atoms
-extra installed) predicts alkane force directions with the OAMLM on the bundled
-GFN2-xTB data: about a minute on 2 cores. Results go to standard output,
-progress (a timestamped line per stage, a bar per loop) to standard error.
+commands:
+  demo      train a gold-thiolate force field on the bundled GFN2-xTB ring data with
+            one ring size held out, optimize that ring with ML forces on ASE's BFGS
+            and check the result with GFN2-xTB single points (a few minutes)
+  train     fit a force field (per atom type: EMLM force norms, OAMLM force
+            directions) on extended-XYZ files with forces, and save it
+  optimize  optimize a structure file with a saved force field on ASE's BFGS
+
+Results go to standard output, progress to standard error. "mlmlearn COMMAND
+--help" describes each command.
 """
 
 
 def _parser():
+    from ._demo import DEFAULT_OUTPUT
+
     parser = argparse.ArgumentParser(
-        prog="mlmlearn",
-        description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+        prog="mlmlearn", description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
-    p_demo = sub.add_parser(
-        "demo",
-        help="fit EMLM, MLM and HuberMLM on a real data set, compare them with "
-        "KernelRidge and Ridge, then predict alkane force directions with the OAMLM",
-        description="Nested cross-validation of the distance-based regressors on "
-        "scikit-learn's diabetes data, then OAMLM force directions of alkane atoms.",
-    )
-    p_demo.add_argument(
-        "--random-state", type=int, default=0, help="seed of the fold shuffles (default 0)"
-    )
-    p_demo.add_argument(
-        "--quiet", action="store_true", help="no progress on standard error, results only"
-    )
+
+    demo = sub.add_parser(
+        "demo", help="ring force field, ML-BFGS and its GFN2-xTB check on bundled data",
+        description="Train paper IV's force field on the bundled gold-thiolate ring data with "
+        "one ring size held out, test it on that ring, optimize the ring's last 600 K frame with "
+        "ML forces on ASE's BFGS, and compute GFN2-xTB single points along the way and a "
+        "GFN2-xTB BFGS from the same start. Needs the atoms and xtb extras (plot for figures).")
+    demo.add_argument("--held-out", type=int, default=5, choices=range(4, 9), metavar="N",
+                      help="gold atoms of the held-out ring, 4 to 8 (default 5)")
+    demo.add_argument("--output", default=DEFAULT_OUTPUT,
+                      help=f"folder for the trajectory and figures (default {DEFAULT_OUTPUT})")
+    demo.add_argument("--quiet", action="store_true", help="no progress, results only")
+
+    train = sub.add_parser(
+        "train", help="fit a force field on extended-XYZ files and save it",
+        description="Fit a ForceField (per atom type: SOAP, MinMaxScaler and EMLM for force "
+        "norms; OAMLM with the gold-thiolate alignment rules for directions) on every frame "
+        "of the given files (forces in eV/Å as written by ASE) and save it with joblib.")
+    train.add_argument("files", nargs="+", help="extended-XYZ (or any ASE-readable) files")
+    train.add_argument("--output", "-o", required=True, help="where to save the model (.joblib)")
+    train.add_argument("--references", type=int, default=2500,
+                       help="references per atom type and model (default 2500, paper IV)")
+    train.add_argument("--stride", type=int, default=1, help="use every Nth frame (default 1)")
+    train.add_argument("--typing", choices=("gold_thiolate", "element"), default="gold_thiolate",
+                       help="atom types with a model of their own (default gold_thiolate)")
+    train.add_argument("--quiet", action="store_true", help="no progress")
+
+    opt = sub.add_parser(
+        "optimize", help="optimize a structure with a saved force field",
+        description="Optimize the structure in a file with a saved force field's forces on "
+        "ASE's BFGS; the trajectory is written as extended XYZ and can be resumed.")
+    opt.add_argument("model", help="a force field saved by 'mlmlearn train'")
+    opt.add_argument("structure", help="an ASE-readable structure file (its last frame is used)")
+    opt.add_argument("--trajectory", "-o", required=True, help="extended-XYZ trajectory to write")
+    opt.add_argument("--fmax", type=float, default=0.1, help="eV/Å (default 0.1)")
+    opt.add_argument("--steps", type=int, default=200, help="step limit (default 200)")
+    opt.add_argument("--maxstep", type=float, default=0.1, help="Å (default 0.1)")
+    opt.add_argument("--schedule", default=None,
+                     help="part-wise rounds, e.g. shell:24,core:12 (paper IV); default all atoms")
+    opt.add_argument("--hessian-reset", default=None,
+                     help="reset the Hessian every N steps, or 'round'")
+    opt.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    opt.add_argument("--quiet", action="store_true", help="no progress")
     return parser
 
 
+def _train(args):
+    import warnings
+
+    import joblib
+    from ase.io import read
+
+    from .atoms import AtomicEnvironments
+    from .forcefield import ForceField, default_direction_model, default_norm_model
+    from .metrics import force_table
+
+    log = _stage_log(None if args.quiet else True)
+    frames, groups = [], []
+    for i, path in enumerate(args.files):
+        read_frames = read(path, f"::{args.stride}")
+        frames += read_frames
+        groups += [i] * len(read_frames)
+        log(f"{path}: {len(read_frames)} frames")
+    env = AtomicEnvironments(frames, groups=groups)
+    ff = ForceField(default_norm_model(args.references),
+                    default_direction_model(args.references), typing=args.typing,
+                    verbose=0 if args.quiet else 1)
+    log(f"fitting on {len(env)} environments of {len(frames)} frames")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ff.fit(env)
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    joblib.dump(ff, args.output)
+    table = force_table(env.forces, ff.predict(env), ff.atom_types(env))
+    print(f"force field saved to {args.output}; types {ff.types_}")
+    print("training-set accuracy (not a test: hold out files to test):")
+    print(table)
+    return 0
+
+
+def _optimize(args):
+    import joblib
+    from ase.io import read
+
+    from .applications.optimize import optimize
+    from .forcefield import MLMCalculator
+
+    schedule = None
+    if args.schedule:
+        schedule = []
+        for item in args.schedule.split(","):
+            part, _, n = item.partition(":")
+            schedule.append((part.strip(), int(n)))
+    reset = args.hessian_reset
+    if reset is not None and reset != "round":
+        reset = int(reset)
+    ff = joblib.load(args.model)
+    atoms = read(args.structure, -1)
+    atoms.calc = None
+    result = optimize(atoms, MLMCalculator(ff), fmax=args.fmax, steps=args.steps,
+                      maxstep=args.maxstep, schedule=schedule, hessian_reset=reset,
+                      trajectory=args.trajectory, resume=args.resume,
+                      verbose=0 if args.quiet else 1)
+    print(f"{result.stop_reason}: {result.n_steps} steps, final fmax {result.fmax[-1]:.3f} eV/Å; "
+          f"trajectory {result.trajectory}")
+    return 0 if result.converged else 1
+
+
 def main(argv=None):
-    """Run the command line ``mlmlearn demo [--random-state N] [--quiet]``; returns the status."""
+    """Run ``mlmlearn demo|train|optimize ...``; returns the exit status."""
     args = _parser().parse_args(argv)
     if args.command == "demo":
-        return demo(random_state=args.random_state, log=None if args.quiet else True)
+        from ._demo import ring_demo
+
+        ring_demo(args.held_out, output=args.output, log=None if args.quiet else True)
+        return 0
+    if args.command == "train":
+        return _train(args)
+    if args.command == "optimize":
+        return _optimize(args)
     return 2  # pragma: no cover - argparse enforces the choices
 
 

@@ -1,4 +1,4 @@
-"""The command line: plain-text help, and a demo that reports progress as it goes."""
+"""The command line: plain-text help, train and optimize on files, the ring demo."""
 
 import io
 import re
@@ -23,7 +23,8 @@ def _help(argv):
     return buffer.getvalue()
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["demo", "--help"]])
+@pytest.mark.parametrize(
+    "argv", [["--help"], ["demo", "--help"], ["train", "--help"], ["optimize", "--help"]])
 def test_help_is_plain_text(argv):
     text = _help(argv)
     assert "usage: mlmlearn" in text
@@ -68,68 +69,67 @@ def test_data_generator_help_is_plain_text(monkeypatch):
     assert result.stdout == text
 
 
-def _small_models(random_state):
-    from sklearn.linear_model import Ridge
-    from sklearn.model_selection import GridSearchCV, KFold
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+def _ring_files(tmp_path):
+    """Two small extxyz training files (Au4 and Au6 rings) and a start structure (Au5)."""
+    from ase.io import write
 
-    from mlmlearn import EMLM
+    from mlmlearn.datasets import load_gold_thiolate_rings
 
-    inner = KFold(3, shuffle=True, random_state=random_state)
-    return {
-        "EMLM": GridSearchCV(make_pipeline(StandardScaler(), EMLM()),
-                             {"emlm__references": [10, 20]}, cv=inner),
-        "Ridge": GridSearchCV(make_pipeline(StandardScaler(), Ridge()),
-                              {"ridge__alpha": [0.1, 1.0]}, cv=inner),
-    }
+    frames = load_gold_thiolate_rings().frames
+    paths = []
+    for n in (24, 36):
+        path = tmp_path / f"ring{n}.extxyz"
+        write(path, [f for f in frames if len(f) == n][::25])
+        paths.append(str(path))
+    start = tmp_path / "start.xyz"
+    write(start, [f for f in frames if len(f) == 30][-1])
+    return paths, str(start)
 
 
-def test_demo_reports_each_stage_with_its_time_and_keeps_results_apart(monkeypatch):
-    monkeypatch.setattr(cli, "_models", _small_models)
-    monkeypatch.setattr(cli, "directions_demo", lambda out, log: log("directions") or 0)
+def test_train_and_optimize_from_files(tmp_path, capsys):
+    import joblib
+    from ase.io import read
+
+    from mlmlearn.forcefield import ForceField
+
+    paths, start = _ring_files(tmp_path)
+    model = tmp_path / "ff.joblib"
+    status = cli.main(["train", *paths, "-o", str(model), "--references", "20", "--stride", "2",
+                       "--quiet"])
+    out = capsys.readouterr().out
+    assert status == 0 and model.exists()
+    ff = joblib.load(model)
+    assert isinstance(ff, ForceField) and ff.types_ == ["Au_unit", "C", "H", "S"]
+    assert "training-set accuracy" in out and re.search(r"^all\s+\d+", out, re.M)
+
+    trajectory = tmp_path / "opt.extxyz"
+    status = cli.main(["optimize", str(model), start, "-o", str(trajectory), "--steps", "3",
+                       "--quiet"])
+    out = capsys.readouterr().out
+    frames = read(trajectory, ":")
+    assert status == 1 and "steps: 3 steps" in out  # not converged in 3 steps: status 1
+    assert len(frames) == 4
+    # the saved model's forces are what the trajectory holds at the start
+    assert np.allclose(frames[0].get_forces(), ff.predict(read(start)), atol=1e-6)
+
+
+def test_ring_demo_reports_accuracy_the_ml_optimization_and_its_gfn2_check(tmp_path):
+    pytest.importorskip("tblite")
+    from mlmlearn._demo import ring_demo
+
     out, log = io.StringIO(), io.StringIO()
-    assert cli.demo(out=out, log=log) == 0
-    lines = re.findall(r"^\[\s*(\d+\.\d) s\] (.*)$", log.getvalue().replace("\r", "\n"), re.M)
-    messages = [m for _, m in lines]
-    assert messages[0].startswith("EMLM: 5 outer folds, each a 3-fold grid search over 2")
-    assert re.fullmatch(r"EMLM: done, \d+\.\d s", messages[1])
-    assert messages[2].startswith("Ridge: 5 outer folds")
-    assert messages[-1] == "directions"
-    times = [float(t) for t, _ in lines]
-    assert times == sorted(times)
-    pytest.importorskip("tqdm")
-    assert "EMLM:   0%" in log.getvalue() and "0/5" in log.getvalue()  # a bar over the folds
-    table = out.getvalue()
-    assert "[" not in table and "5/5" not in table  # results only on `out`
-    assert re.search(r"^EMLM\s+0\.\d{3} ± 0\.\d{3}", table, re.M)
-
-
-def test_demo_scores_are_scikit_learns_cross_validate(monkeypatch):
-    from sklearn.datasets import load_diabetes
-    from sklearn.model_selection import KFold, cross_validate
-
-    monkeypatch.setattr(cli, "_models", _small_models)
-    monkeypatch.setattr(cli, "directions_demo", lambda out, log: 0)
-    out = io.StringIO()
-    cli.demo(out=out, log=None)
-    X, y = load_diabetes(return_X_y=True)
-    outer = KFold(5, shuffle=True, random_state=0)
-    for name, model in _small_models(0).items():
-        r2 = cross_validate(model, X, y, cv=outer, scoring="r2")["test_score"]
-        row = next(line for line in out.getvalue().splitlines() if line.startswith(name))
-        assert f"{r2.mean():.3f} ± {r2.std():.3f}" in row, (row, r2)
-
-
-def test_quiet_demo_writes_no_progress(monkeypatch, capsys):
-    monkeypatch.setattr(cli, "_models", _small_models)
-    monkeypatch.setattr(cli, "directions_demo", lambda out, log: log("directions") or 0)
-    assert cli.main(["demo", "--quiet"]) == 0
-    captured = capsys.readouterr()
-    assert captured.err == "" and "Ridge" in captured.out
-    assert cli.main(["demo"]) == 0
-    err = capsys.readouterr().err
-    assert "Ridge: 5 outer folds" in err and "directions" in err
+    summary = ring_demo(4, stride=64, references=20, steps=4, output=tmp_path / "demo",
+                        out=out, log=log)
+    text = out.getvalue()
+    assert "Au4(SCH3)4 held out" in text and re.search(r"^all\s+\d+", text, re.M)
+    assert "GFN2-xTB BFGS from the same start" in text
+    # every checked ML step has a GFN2 energy above the GFN2 minimum (it is a minimum)
+    assert summary["steps"][0] == 0 and summary["steps"][-1] == summary["ml_steps"]
+    assert min(summary["energies"]) > -1e-3
+    assert (tmp_path / "demo" / "ml-bfgs.extxyz").exists()
+    stages = re.findall(r"^\[\s*\d+\.\d s\] (.*)$", log.getvalue().replace("\r", "\n"), re.M)
+    assert stages[0].startswith("loading") and stages[-1] == "done"
+    assert not re.search(r"^\[\s*\d+\.\d s\]|it/s", text, re.M)  # progress only on the log
 
 
 def test_stage_log_silent_without_a_stream():
@@ -142,27 +142,3 @@ def test_stage_log_silent_without_a_stream():
     assert np.isfinite(log.elapsed())
 
 
-def test_demo_fits_the_small_diabetes_problems_on_one_blas_thread(monkeypatch):
-    """Threads cost more than they save on a few hundred rows (40x on 2 busy cores)."""
-    from sklearn.base import BaseEstimator, RegressorMixin
-    from sklearn.model_selection import GridSearchCV
-    from threadpoolctl import threadpool_info
-
-    seen = []
-
-    class Probe(RegressorMixin, BaseEstimator):
-        def __init__(self, alpha=1.0):
-            self.alpha = alpha
-
-        def fit(self, X, y):
-            seen.extend(p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas")
-            self.mean_ = float(np.mean(y))
-            return self
-
-        def predict(self, X):
-            return np.full(len(X), self.mean_)
-
-    monkeypatch.setattr(cli, "_models", lambda rs: {"probe": GridSearchCV(Probe(), {"alpha": [1]})})
-    monkeypatch.setattr(cli, "directions_demo", lambda out, log: 0)
-    cli.demo(out=io.StringIO(), log=None)
-    assert seen and set(seen) == {1}

@@ -11,11 +11,14 @@ from ._forcefield import (
     default_direction_model,
     default_norm_model,
 )
+from ._forces_only import EnergyRequiredError, ForcesOnly
 from ._rigid import remove_net_force
 from ._typing import GOLD_THIOLATE_FAMILIES, UnknownAtomTypeError
 
 __all__ = [
+    "EnergyRequiredError",
     "ForceField",
+    "ForcesOnly",
     "GOLD_THIOLATE_FAMILIES",
     "ModelVersionWarning",
     "UnknownAtomTypeError",
