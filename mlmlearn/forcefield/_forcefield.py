@@ -5,13 +5,13 @@ from numbers import Integral
 
 import numpy as np
 from sklearn.base import BaseEstimator, MultiOutputMixin, clone
-from sklearn.utils._param_validation import HasMethods, StrOptions
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from .._optional import import_optional
 from .._progress import progress
 from ._rigid import remove_net_force
-from ._typing import UnknownAtomTypeError, atom_labels
+from ._typing import GOLD_THIOLATE_FAMILIES, UnknownAtomTypeError, atom_labels
 
 __all__ = [
     "ForceField",
@@ -122,7 +122,7 @@ class ForceField(MultiOutputMixin, BaseEstimator):
         data) are predicted by ``parent``'s models, with a :class:`UserWarning`
         naming the type and the atoms. The parent's alignment must accept them
         (:class:`~mlmlearn.oamlm.GoldThiolateAlignment` aligns only its own
-        family, so it refuses core gold given to a unit-gold model). Without a
+        family, so ``fit`` refuses ``{"Au_core": "Au_unit"}`` with it). Without a
         fallback such atoms raise :class:`UnknownAtomTypeError` — never a zero force.
     remove_net_force : {"auto", "force"} or None, default="auto"
         Project out the spurious net force (and torque) of the predictions of each
@@ -130,8 +130,21 @@ class ForceField(MultiOutputMixin, BaseEstimator):
         torque for non-periodic structures, net force only for periodic ones;
         ``"force"``: net force only; ``None``: raw per-atom predictions. Needs every
         atom of a structure in ``predict``'s input.
-    min_samples : int, default=2
-        Fewest training environments a type must have to get a model.
+    clip_norms : bool, default=True
+        Clip each type's predicted force norms to the range of its training
+        forces, [0, max |F_train|]. A distance regression such as the EMLM grows
+        linearly with the distance from its references, so far outside the
+        training data it predicts arbitrarily large forces; measured on a ring
+        optimization with ML forces, one sulfur went from 3 to 205 eV/Å in 20
+        steps. Clipping bounds that runaway; it does not make the prediction
+        right there — the uncertainty of ``predict`` tells where that happens.
+    min_samples : int, default=10
+        Fewest training environments a type must have to get a model; rarer
+        types get none (with a warning at fit), so their atoms raise
+        :class:`UnknownAtomTypeError` at predict instead of taking forces from a
+        model of a handful of examples (measured: a core-gold model from the 2
+        core environments of 151 ring frames gave its atoms an uncertainty of
+        85 Å and forces at the clip).
     verbose : int, default=0
         A progress bar over the atom types at fit.
 
@@ -143,14 +156,22 @@ class ForceField(MultiOutputMixin, BaseEstimator):
         The fitted models per type.
     n_samples_ : dict of str to int
         Training environments per type.
+    max_norm_ : dict of str to float
+        Largest training force norm per type (eV/Å), the upper clip of ``clip_norms``.
 
     Raises
     ------
     UnknownAtomTypeError
-        At fit, for a ``type_params`` or ``fallback`` entry naming a type the
-        training data do not have (or one with fewer than ``min_samples``
-        environments); at predict, for an atom whose type has no model and no
-        fallback — naming the type, the atom and its structure.
+        At fit, for a ``type_params`` entry naming a type the training data do
+        not have (or one with fewer than ``min_samples`` environments), a
+        ``fallback`` parent without a model, or a ``fallback`` key that the
+        built-in ``typing`` never assigns; at predict, for an atom whose type has
+        no model and no fallback — naming the type, the atom and its structure.
+    ValueError
+        At fit, for a ``fallback`` that the parent's
+        :class:`~mlmlearn.oamlm.GoldThiolateAlignment` would refuse, and for
+        periodic structures given to non-periodic descriptors (as at predict);
+        at ``set_params`` and fit, for a type's setting that sets nothing.
 
     See Also
     --------
@@ -190,7 +211,8 @@ class ForceField(MultiOutputMixin, BaseEstimator):
         "type_params": [dict, None],
         "fallback": [dict, None],
         "remove_net_force": [StrOptions({"auto", "force"}), None],
-        "min_samples": [Integral],
+        "clip_norms": ["boolean"],
+        "min_samples": [Interval(Integral, 1, None, closed="left")],
         "verbose": ["verbose"],
     }
 
@@ -203,7 +225,8 @@ class ForceField(MultiOutputMixin, BaseEstimator):
         type_params=None,
         fallback=None,
         remove_net_force="auto",
-        min_samples=2,
+        clip_norms=True,
+        min_samples=10,
         verbose=0,
     ):
         self.norm = norm
@@ -212,6 +235,7 @@ class ForceField(MultiOutputMixin, BaseEstimator):
         self.type_params = type_params
         self.fallback = fallback
         self.remove_net_force = remove_net_force
+        self.clip_norms = clip_norms
         self.min_samples = min_samples
         self.verbose = verbose
 
@@ -221,23 +245,27 @@ class ForceField(MultiOutputMixin, BaseEstimator):
 
         ``ff.set_params(Au_unit__direction__sigma2=0.25)`` stores
         ``{"Au_unit": {"direction__sigma2": 0.25}}`` in ``type_params`` (a new
-        dict, so clones never share it); every other key is scikit-learn's.
+        dict, so clones never share it), on top of a ``type_params`` given in
+        the same call; every other key is scikit-learn's.
+
+        Raises
+        ------
+        ValueError
+            For a key naming no parameter: neither the force field's, nor
+            ``<type>__norm``/``<type>__direction`` (a replacement part), nor a
+            parameter of that type's part (``<type>__direction__sigma2``).
         """
         own = set(self.get_params(deep=False))
         typed = {k: v for k, v in params.items() if "__" in k and k.split("__", 1)[0] not in own}
-        if typed:
-            merged = {t: dict(p) for t, p in (self.type_params or {}).items()}
-            for key, value in typed.items():
-                atom_type, rest = key.split("__", 1)
-                if rest.split("__", 1)[0] not in _PARTS:
-                    raise ValueError(
-                        f"invalid parameter {key!r}: a type's setting is "
-                        f"'<type>__norm__<param>' or '<type>__direction__<param>'"
-                    )
-                merged.setdefault(atom_type, {})[rest] = value
-            params = {k: v for k, v in params.items() if k not in typed}
-            params["type_params"] = merged
-        return super().set_params(**params)
+        if not typed:
+            return super().set_params(**params)
+        super().set_params(**{k: v for k, v in params.items() if k not in typed})
+        merged = {t: dict(p) for t, p in (self.type_params or {}).items()}
+        for key, value in typed.items():
+            atom_type, rest = key.split("__", 1)
+            merged.setdefault(atom_type, {})[rest] = value
+        self._check_type_params(merged)
+        return super().set_params(type_params=merged)
 
     # -------------------------------------------------------------------- fit
     def fit(self, X, y=None):
@@ -271,34 +299,57 @@ class ForceField(MultiOutputMixin, BaseEstimator):
         if not np.isfinite(y).all():
             row = int(np.flatnonzero(~np.isfinite(y).all(axis=1))[0])
             raise ValueError(f"y must be finite; row {row} is {y[row]}")
-        labels = self._labels(X)
+        norms = np.linalg.norm(y, axis=1)
+        if np.any(norms == 0):
+            row = int(np.flatnonzero(norms == 0)[0])
+            raise ValueError(
+                f"y row {row} (atom {X.atom_index[row]} of structure {X.structure_index[row]}) "
+                "is a zero force, which has no direction")
+        self._check_type_params(self.type_params)
+        # the typing of this fit: a refit after set_params(direction__alignment__...) must
+        # not type the new data under the cutoffs of the previous fit
+        cutoffs = self._cutoffs()
+        labels = atom_labels(self.typing, X, cutoffs)
         present, counts = np.unique(labels, return_counts=True)
-        self.n_samples_ = {str(t): int(c) for t, c in zip(present, counts, strict=True)}
-        self.types_ = sorted(t for t, c in self.n_samples_.items() if c >= self.min_samples)
-        for t, c in self.n_samples_.items():
+        n_samples = {str(t): int(c) for t, c in zip(present, counts, strict=True)}
+        types = sorted(t for t, c in n_samples.items() if c >= self.min_samples)
+        for t, c in n_samples.items():
             if c < self.min_samples:
                 warnings.warn(f"atom type {t!r} has {c} training environment(s), fewer than "
                               f"min_samples={self.min_samples}; it gets no model", stacklevel=2)
-        for name, mapping in (("type_params", self.type_params), ("fallback", self.fallback)):
-            for t in (mapping or {}):
-                if t not in self.types_:
-                    raise UnknownAtomTypeError(
-                        f"{name} names atom type {t!r}, which has no model: the training data "
-                        f"give models to {self.types_}")
+        for t in (self.type_params or {}):
+            if t not in types:
+                raise UnknownAtomTypeError(
+                    f"type_params names atom type {t!r}, which has no model: the training data "
+                    f"give models to {types} ({n_samples} environments per type, "
+                    f"min_samples={self.min_samples})")
+        # a fallback's key is a type without a model (that is what it is for); its
+        # parent must have one
+        known = _known_labels(self.typing)
         for t, parent in (self.fallback or {}).items():
-            if parent not in self.types_:
+            if known is not None and t not in known:
+                raise UnknownAtomTypeError(
+                    f"fallback names atom type {t!r}, which typing={self.typing!r} never "
+                    f"assigns; its types are {sorted(known)}")
+            if parent not in types:
                 raise UnknownAtomTypeError(
                     f"fallback {{{t!r}: {parent!r}}}: {parent!r} has no model; the training "
-                    f"data give models to {self.types_}")
+                    f"data give models to {types}")
+        models = {}
+        for t in types:
+            models[t] = self._models_for(t, n_samples[t])
+        self._check_fallback_alignment(models)
+        self._check_periodic(X, models)
+        self.n_samples_, self.types_ = n_samples, types
+        self.max_norm_ = {t: float(norms[labels == t].max()) for t in types}
         self.norm_models_, self.direction_models_ = {}, {}
-        norms = np.linalg.norm(y, axis=1)
-        for t in progress(self.types_, verbose=self.verbose, desc="ForceField types"):
+        for t in progress(types, verbose=self.verbose, desc="ForceField types"):
             rows = np.flatnonzero(labels == t)
             env = X[rows]
-            norm_model, direction_model = self._models_for(t, len(rows))
+            norm_model, direction_model = models[t]
             self.norm_models_[t] = norm_model.fit(env, norms[rows])
             self.direction_models_[t] = direction_model.fit(env, y[rows])
-        self._fitted_cutoffs = self._cutoffs()
+        self._fitted_cutoffs = cutoffs
         return self
 
     # ---------------------------------------------------------------- predict
@@ -344,8 +395,9 @@ class ForceField(MultiOutputMixin, BaseEstimator):
             rows = np.flatnonzero(labels == t)
             env = X[rows]
             norm = np.asarray(self.norm_models_[t].predict(env), dtype=float).reshape(-1)
-            # a norm is ≥ 0; a regression may undershoot zero for tiny forces
-            norm = np.maximum(norm, 0.0)
+            # a norm is ≥ 0 (a regression may undershoot zero for tiny forces) and, with
+            # clip_norms, at most the largest training norm of the type
+            norm = np.clip(norm, 0.0, self.max_norm_[t] if self.clip_norms else None)
             model = self.direction_models_[t]
             if return_uncertainty:
                 directions, uncertainty[rows] = model.predict(env, return_uncertainty=True)
@@ -382,11 +434,26 @@ class ForceField(MultiOutputMixin, BaseEstimator):
         squared = np.sum((self.predict(X) - y) ** 2, axis=1)
         return -float(np.sqrt(np.average(squared, weights=sample_weight)))
 
+    def atom_types(self, X):
+        """The type (model label) of each environment, as ``predict`` assigns it.
+
+        Parameters
+        ----------
+        X : AtomicEnvironments, ase.Atoms or sequence of ase.Atoms
+
+        Returns
+        -------
+        types : ndarray of str of shape (n_environments,)
+            Before any ``fallback``: a type may have no model.
+        """
+        return self._labels(_environments(X))
+
     # ----------------------------------------------------------- persistence
     def __getstate__(self):
         from .. import __version__
 
-        state = super().__getstate__()
+        # a copy: BaseEstimator's state is the instance's own __dict__ (Python ≥ 3.11)
+        state = dict(super().__getstate__())
         state["_mlmlearn_version"] = __version__
         return state
 
@@ -421,11 +488,45 @@ class ForceField(MultiOutputMixin, BaseEstimator):
             merged.setdefault(t, {}).update(params)
         return merged
 
-    def _models_for(self, atom_type, n_samples):
-        templates = {
+    def _templates(self):
+        return {
             "norm": default_norm_model() if self.norm is None else self.norm,
             "direction": default_direction_model() if self.direction is None else self.direction,
         }
+
+    def _check_type_params(self, type_params):
+        """Raise a ValueError naming the first key of ``type_params`` that sets nothing."""
+        if type_params is None:
+            return
+        if not isinstance(type_params, dict):
+            raise ValueError(f"type_params must be a dict {{type: {{param: value}}}}; got "
+                             f"{type(type_params).__name__}")
+        defaults = self._templates()
+        for atom_type, params in type_params.items():
+            if not isinstance(params, dict):
+                raise ValueError(f"type_params[{atom_type!r}] must be a dict of settings "
+                                 f"such as {{'direction__sigma2': 0.25}}; got {params!r}")
+            templates = dict(defaults)
+            for key, value in params.items():
+                if key in _PARTS:
+                    if not (hasattr(value, "fit") and hasattr(value, "predict")):
+                        raise ValueError(f"type_params[{atom_type!r}][{key!r}] must be an "
+                                         f"estimator with fit and predict; got {value!r}")
+                    templates[key] = value
+            for key in params:
+                part, _, rest = key.partition("__")
+                if part not in _PARTS:
+                    raise ValueError(
+                        f"invalid setting {key!r} of atom type {atom_type!r}: a type's setting "
+                        f"is '<type>__norm__<param>' or '<type>__direction__<param>' (or "
+                        f"'<type>__norm' / '<type>__direction' to replace the part)")
+                if rest and rest not in templates[part].get_params(deep=True):
+                    raise ValueError(
+                        f"invalid setting {atom_type}__{key}: the {part} model "
+                        f"{type(templates[part]).__name__} has no parameter {rest!r}")
+
+    def _models_for(self, atom_type, n_samples):
+        templates = self._templates()
         nested = {part: {} for part in _PARTS}
         for key, value in self._type_params().get(atom_type, {}).items():
             part, _, rest = key.partition("__")
@@ -442,14 +543,33 @@ class ForceField(MultiOutputMixin, BaseEstimator):
             models.append(model)
         return models
 
-    def _check_periodic(self, X):
-        """Refuse periodic structures when a model's descriptor ignores periodic images."""
+    def _check_fallback_alignment(self, models):
+        """Refuse a fallback whose parent's alignment cannot align the type's atoms."""
+        from ..oamlm import GoldThiolateAlignment
+
+        for t, parent in (self.fallback or {}).items():
+            alignment = getattr(models[parent][1], "alignment", None)
+            if (isinstance(alignment, GoldThiolateAlignment) and self.typing == "gold_thiolate"
+                    and t != parent):
+                raise ValueError(
+                    f"fallback {{{t!r}: {parent!r}}}: the {parent!r} direction model aligns "
+                    f"with GoldThiolateAlignment, which aligns {parent!r} atoms only and "
+                    f"would refuse every {t!r} atom. Give the fallback parent a direction "
+                    "model whose alignment accepts both (e.g. PermutationAlignment), or "
+                    "train on data with such atoms")
+
+    def _check_periodic(self, X, models=None):
+        """Refuse periodic structures when a model's descriptor ignores periodic images.
+
+        ``models`` maps types to their (norm, direction) models, the fitted ones by default.
+        """
         periodic = [s for s, a in enumerate(X.structures) if a.pbc.any()]
         if not periodic:
             return
-        for t in self.types_:
-            for part, model in (("norm", self.norm_models_[t]),
-                                ("direction", self.direction_models_[t])):
+        if models is None:
+            models = {t: (self.norm_models_[t], self.direction_models_[t]) for t in self.types_}
+        for t, pair in models.items():
+            for part, model in zip(_PARTS, pair, strict=True):
                 flags = {k: v for k, v in model.get_params(deep=True).items()
                          if k.rsplit("__", 1)[-1] == "periodic" and v is False}
                 if flags:
@@ -463,7 +583,7 @@ class ForceField(MultiOutputMixin, BaseEstimator):
 
     def _resolve(self, labels, X):
         """Map types without a model to their fallback; refuse the rest."""
-        missing = sorted(set(np.unique(labels)) - set(self.types_))
+        missing = sorted({str(t) for t in np.unique(labels)} - set(self.types_))
         for t in missing:
             where = np.flatnonzero(labels == t)
             parent = (self.fallback or {}).get(t)
@@ -493,6 +613,15 @@ def _environments(X):
     raise TypeError(
         f"ForceField takes AtomicEnvironments or ase.Atoms (every atom of the structures), "
         f"got {type(X).__name__}")
+
+
+def _known_labels(typing):
+    """Every label a built-in ``typing`` can give, or None for a user's callable."""
+    if typing == "gold_thiolate":
+        return set(GOLD_THIOLATE_FAMILIES.values())
+    if typing == "element":
+        return set(import_optional("ase.data", purpose="ForceField").chemical_symbols[1:])
+    return None
 
 
 def _check_whole(X):

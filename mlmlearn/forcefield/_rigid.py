@@ -51,12 +51,14 @@ def remove_net_force(forces, positions=None):
     (True, True)
     """
     F = _as_vectors(forces, "forces")
-    out = F - F.mean(axis=0)
-    if positions is None or len(F) < 2:
+    out = F - F.mean(axis=0) if len(F) else F.copy()
+    if positions is None:
         return out
     R = _as_vectors(positions, "positions")
     if len(R) != len(F):
         raise ValueError(f"positions has {len(R)} rows, forces {len(F)}; they must match")
+    if len(F) < 2:
+        return out
     r = R - R.mean(axis=0)
     torque = np.cross(r, out).sum(axis=0)
     inertia = np.eye(3) * np.einsum("ij,ij->", r, r) - r.T @ r
