@@ -14,7 +14,7 @@ DEFAULT_OUTPUT = "mlmlearn-demo"
 
 
 def ring_demo(held_out=5, *, stride=16, references=300, steps=200, max_uncertainty=2.0,
-              output=DEFAULT_OUTPUT, out=None, log=True):
+              start="md", force_field=None, output=DEFAULT_OUTPUT, out=None, log=True):
     """Train a gold-thiolate force field with one ring size held out and optimize that ring.
 
     Paper IV's force field (per atom type, SOAP → MinMaxScaler → EMLM norms and
@@ -43,6 +43,14 @@ def ring_demo(held_out=5, *, stride=16, references=300, steps=200, max_uncertain
         it stays below about 1.5 Å. None never stops on it. The optimization also
         stops, reporting why, when an atom gets a type without a model or loses a
         partner of its alignment rule.
+    start : {"md", "built", "minimum"}, default="md"
+        The start of both optimizations: the held-out ring's last 600 K MD
+        frame; the ring as :func:`~mlmlearn.datasets.gold_thiolate_ring` builds
+        it (paper IV's start); or the GFN2-xTB minimum reached from the MD frame
+        (how far ML-BFGS walks away from a true minimum).
+    force_field : ForceField, default=None
+        A fitted force field to use instead of fitting one (its training data
+        are then not described).
     output : str or path, default="mlmlearn-demo"
         Folder for the ML trajectory (extxyz), the table and the figures (with
         the ``plot`` extra).
@@ -54,7 +62,8 @@ def ring_demo(held_out=5, *, stride=16, references=300, steps=200, max_uncertain
     Returns
     -------
     summary : dict
-        The numbers printed: accuracy table, energies, RMSDs, steps.
+        The numbers printed (accuracy table, energies, RMSDs, steps) and the
+        ``force_field``.
     """
     from .__main__ import _stage_log
 
@@ -68,7 +77,7 @@ def ring_demo(held_out=5, *, stride=16, references=300, steps=200, max_uncertain
 
     from .applications.optimize import optimize
     from .atoms import AtomicEnvironments, AtomTypingError, MissingNeighborsError
-    from .datasets import load_gold_thiolate_rings
+    from .datasets import gold_thiolate_ring, load_gold_thiolate_rings
     from .forcefield import (
         ForceField,
         MLMCalculator,
@@ -89,18 +98,19 @@ def ring_demo(held_out=5, *, stride=16, references=300, steps=200, max_uncertain
     print(f"gold-thiolate rings: force field trained on the {sizes} rings ({len(train)} frames, "
           f"every {stride}th), Au{held_out}(SCH3){held_out} held out", file=out, flush=True)
 
-    env = AtomicEnvironments(train)
-    ff = ForceField(default_norm_model(references), default_direction_model(references),
-                    verbose=int(log.bars and log.file is sys.stderr))
-    log(f"fitting the force field: {len(env)} environments, {references} references per type "
-        "(RS-maximin), one EMLM and one OAMLM per atom type")
-    t0 = time.perf_counter()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        ff.fit(env)
-    fit_seconds = time.perf_counter() - t0
-    for w in caught:
-        if "references asked for" in str(w.message):
+    ff, fit_seconds = force_field, 0.0
+    if ff is None:
+        env = AtomicEnvironments(train)
+        ff = ForceField(default_norm_model(references), default_direction_model(references),
+                        verbose=int(log.bars and log.file is sys.stderr))
+        log(f"fitting the force field: {len(env)} environments, {references} references per "
+            "type (RS-maximin), one EMLM and one OAMLM per atom type")
+        t0 = time.perf_counter()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ff.fit(env)
+        fit_seconds = time.perf_counter() - t0
+        for w in caught:
             log(f"note: {w.message}")
     log(f"fitted in {fit_seconds:.0f} s; testing on {len(test)} held-out frames")
 
@@ -120,9 +130,17 @@ def ring_demo(held_out=5, *, stride=16, references=300, steps=200, max_uncertain
           + ":", file=out)
     print(table, file=out, flush=True)
 
-    start = [f for f in held if f.info["temperature_K"] == 600.0][-1].copy()
-    start.calc = None
-    charge = int(start.info.get("charge", 0))
+    md_start = [f for f in held if f.info["temperature_K"] == 600.0][-1].copy()
+    md_start.calc = None
+    charge = int(md_start.info.get("charge", 0))
+    if start == "built":
+        start_atoms = gold_thiolate_ring(held_out)
+        where = "as gold_thiolate_ring builds it"
+    elif start in ("md", "minimum"):
+        start_atoms = md_start
+        where = "from its last 600 K frame"
+    else:
+        raise ValueError(f"start={start!r}; expected 'md', 'built' or 'minimum'")
 
     def gfn2():
         return TBLite(method="GFN2-xTB", charge=charge, verbosity=0)
@@ -132,17 +150,21 @@ def ring_demo(held_out=5, *, stride=16, references=300, steps=200, max_uncertain
     one_thread = threadpool_limits(1)
 
     log("GFN2-xTB BFGS from the same start (ASE defaults, fmax 0.05 eV/Å): the reference minimum")
-    reference = start.copy()
+    reference = start_atoms.copy()
     reference.calc = gfn2()
     e_start = reference.get_potential_energy()
     opt = ase_optimize.BFGS(reference, logfile=None)
-    reference_steps = 0
     for _ in log.loop(opt.irun(fmax=0.05, steps=500), desc="GFN2 BFGS"):
-        reference_steps += 1
+        pass
+    reference_steps = opt.nsteps
     e_min = reference.get_potential_energy()
+    if start == "minimum":
+        start_atoms = reference.copy()
+        start_atoms.calc = None
+        where = "from the GFN2-xTB minimum"
 
     log(f"ML-BFGS with the force field (maxstep 0.1 Å, ≤ {steps} steps, fmax 0.1 eV/Å)")
-    ml_atoms = start.copy()
+    ml_atoms = start_atoms.copy()
     t0 = time.perf_counter()
     trajectory = os.path.join(output, "ml-bfgs.extxyz")
     try:
@@ -159,7 +181,7 @@ def ring_demo(held_out=5, *, stride=16, references=300, steps=200, max_uncertain
     ml_seconds = time.perf_counter() - t0
     frames = ase_io.read(trajectory, ":")
     n_ml_steps = len(frames) - 1
-    heavy = np.flatnonzero(start.numbers != 1)
+    heavy = np.flatnonzero(start_atoms.numbers != 1)
     check = sorted(set(range(0, len(frames), 5)) | {len(frames) - 1})
     log(f"GFN2-xTB single points at {len(check)} of the {len(frames)} ML-BFGS steps")
     energies, rmsds = [], []
@@ -169,10 +191,11 @@ def ring_demo(held_out=5, *, stride=16, references=300, steps=200, max_uncertain
         energies.append(atoms.get_potential_energy() - e_min)
         rmsds.append(_heavy_rmsd(atoms, reference, heavy, minimize_rotation_and_translation))
 
-    print(f"\nML-BFGS of the held-out ring from its last 600 K frame: {n_ml_steps} steps in "
+    print(f"\nML-BFGS of the held-out ring {where}: {n_ml_steps} steps in "
           f"{ml_seconds:.1f} s, {stop}", file=out)
-    print(f"GFN2-xTB BFGS from the same start: {reference_steps} steps to fmax 0.05 eV/Å; "
-          f"start {e_start - e_min:.2f} eV above that minimum", file=out)
+    print(f"GFN2-xTB BFGS from the {'MD frame' if start == 'minimum' else 'same start'}: "
+          f"{reference_steps} steps to fmax 0.05 eV/Å; that start is {e_start - e_min:.2f} eV "
+          "above this minimum", file=out)
     print(f"{'step':>6}{'E_GFN2 - E_min (eV)':>22}{'heavy-atom RMSD (Å)':>22}", file=out)
     for i, e, r in zip(check, energies, rmsds, strict=True):
         print(f"{i:>6}{e:>22.3f}{r:>22.3f}", file=out)
@@ -192,7 +215,7 @@ def ring_demo(held_out=5, *, stride=16, references=300, steps=200, max_uncertain
     log("done")
     return {"table": table, "steps": check, "energies": energies, "rmsd": rmsds,
             "reference_steps": reference_steps, "ml_steps": n_ml_steps, "ml_stop": stop,
-            "fit_seconds": fit_seconds}
+            "fit_seconds": fit_seconds, "force_field": ff}
 
 
 def _heavy_rmsd(atoms, reference, heavy, minimize_rotation_and_translation):
