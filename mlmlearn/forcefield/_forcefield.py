@@ -1,4 +1,4 @@
-"""Per-atom-type force vectors F = |F| · v̂ from an EMLM norm and an OAMLM direction."""
+"""Per-atom-type force vectors F = ‖F‖ · v̂ from an EMLM norm and an OAMLM direction."""
 
 import warnings
 from numbers import Integral
@@ -85,7 +85,7 @@ def default_direction_model(references=2500, sigma2=0.5):
 class ForceField(MultiOutputMixin, BaseEstimator):
     """Force vectors of every atom, one norm model and one direction model per atom type.
 
-    The force on an atom of type t is F = |F|_t · v̂_t (paper IV, sections II C–D
+    The force on an atom of type t is F = ‖F‖_t · v̂_t (paper IV, sections II C–D
     and III B–D; thesis 2.6): the norm from a regressor on its environment
     (paper IV: SOAP → min-max → EMLM, eq. (2.16)–(2.18)), the unit direction
     from an :class:`~mlmlearn.OAMLM` (eq. (2.31)–(2.32)). One clone of ``norm``
@@ -132,7 +132,7 @@ class ForceField(MultiOutputMixin, BaseEstimator):
         atom of a structure in ``predict``'s input.
     clip_norms : bool, default=True
         Clip each type's predicted force norms to the range of its training
-        forces, [0, max |F_train|]. A distance regression such as the EMLM grows
+        forces, [0, max ‖F_train‖]. A distance regression such as the EMLM grows
         linearly with the distance from its references, so far outside the
         training data it predicts arbitrarily large forces; measured on a ring
         optimization with ML forces, one sulfur went from 3 to 205 eV/Å in 20
@@ -183,7 +183,7 @@ class ForceField(MultiOutputMixin, BaseEstimator):
     A type with fewer training environments than an integer ``references`` of
     its models asks for (the bundled rings hold 27 core-gold environments) uses
     every one of them as a reference, with a warning. ``score`` is minus the
-    force-vector RMSE, sqrt(mean |F_pred − F_ref|²) in eV/Å. Pickled models
+    force-vector RMSE, sqrt(mean ‖F_pred − F_ref‖²) in eV/Å. Pickled models
     record the mlmlearn version; loading one saved by another version warns
     with :class:`ModelVersionWarning` (scikit-learn warns likewise for its own).
 
@@ -416,7 +416,7 @@ class ForceField(MultiOutputMixin, BaseEstimator):
         return forces
 
     def score(self, X, y=None, sample_weight=None):
-        """Minus the force-vector RMSE, −sqrt(mean |F_pred − F_ref|²), in eV/Å.
+        """Minus the force-vector RMSE, −sqrt(mean ‖F_pred − F_ref‖²), in eV/Å.
 
         Parameters
         ----------

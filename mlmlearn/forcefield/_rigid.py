@@ -17,10 +17,10 @@ def remove_net_force(forces, positions=None):
     * net force: F_i ← F_i − (1/n) Σ_k F_k;
     * net torque (when ``positions`` are given): with r_i the positions relative to
       their centroid, τ = Σ r_i × F_i and the unit-mass inertia tensor
-      I = Σ (|r_i|² 1 − r_i r_iᵀ), F_i ← F_i − (I⁺ τ) × r_i. Translations and
+      I = Σ (‖r_i‖² 1 − r_i r_iᵀ), F_i ← F_i − (I⁺ τ) × r_i. Translations and
       rotations about the centroid are orthogonal, so the two steps are one
       projection: the result has zero net force and zero net torque, and it is the
-      closest such force set to the input (Σ |ΔF_i|² minimal).
+      closest such force set to the input (Σ ‖ΔF_i‖² minimal).
 
     Parameters
     ----------
