@@ -403,4 +403,129 @@ def test_compiled_core_rule_equals_its_pure_python_loop(au25_hot):
     # builds may round differently; these triangles are not collinear)
     np.testing.assert_array_equal(g, g_py)
     np.testing.assert_array_equal(R, R_py)
-    assert _gold_thiolate._superpose is _gold_thiolate._superpose_py
+    assert _gold_thiolate._rotation is _gold_thiolate._rotation_py
+
+
+# ------------------------------------------ the fast loops against the plain ones, bit for bit
+def _plain_best_alignments(P, S, orders, rss):
+    """The alignment loop as first written: every point, residuals computed twice."""
+    from mlmlearn.oamlm._superpose import _superpose_py
+
+    n_points = P.shape[1]
+    R = np.empty((len(P), len(S), 3, 3))
+    g = np.empty((len(P), len(S)))
+    R_try = np.empty((3, 3))
+    for i, y in enumerate(P):
+        for j, x in enumerate(S):
+            g_best = np.inf
+            for order in orders:
+                msd = _superpose_py(x, y, order, 1e-12, 50, R_try)
+                if rss:
+                    acc = np.sqrt(msd) / n_points
+                else:
+                    acc = 0.0
+                    for m in range(n_points):
+                        xm = x[order[m]]
+                        d2 = 0.0
+                        for a in range(3):
+                            d = R_try[a, 0] * xm[0] + R_try[a, 1] * xm[1] + R_try[a, 2] * xm[2]
+                            d -= y[m, a]
+                            d2 += d * d
+                        acc += np.sqrt(d2)
+                    acc /= n_points
+                if acc < g_best:
+                    g_best = acc
+                    R[i, j] = R_try
+            g[i, j] = g_best
+    return R, g
+
+
+@pytest.mark.parametrize("species", ["H", "C"])
+@pytest.mark.parametrize("rss", [False, True])
+@pytest.mark.parametrize("shift", [0.0, 0.3])
+def test_alignment_loop_skips_the_centre_without_changing_a_bit(rings, species, rss, shift):
+    """The compiled loop leaves out a centre at the origin (exact zeros in every sum).
+
+    Against the plain loop over every point: equal to the last bit with the centre at
+    the origin (the skip taken) and with every point shifted (the skip not taken).
+    """
+    from mlmlearn.oamlm._gold_thiolate import _ORDERS, C, H
+    from mlmlearn.oamlm._superpose import best_alignments
+
+    P = GoldThiolateAlignment().neighborhoods(AtomicEnvironments(rings[:2], species=species))
+    m = int(P.count[0])
+    points = P.points[:, :m] + shift
+    orders = _ORDERS[H if species == "H" else C]
+    inputs, references = points[:4], points[3:9]
+    R, g, _ = best_alignments(inputs, references, orders, rss=rss)
+    R_plain, g_plain = _plain_best_alignments(inputs, references, orders, rss)
+    np.testing.assert_array_equal(g, g_plain)
+    np.testing.assert_array_equal(R, R_plain)
+
+
+def _plain_core(P, S, n_tri):
+    """The core-gold loop as first written: inputs outer, triangles per pair, every
+    candidate's nearest-neighbour sum to the end, rotations over all three points."""
+    from mlmlearn.oamlm._gold_thiolate import _triangle_py
+    from mlmlearn.oamlm._superpose import _superpose_py
+
+    def nn_accuracy(x, nx, y, ny, R):
+        total = 0.0
+        big_is_x = nx >= ny
+        n_big, n_small = (nx, ny) if big_is_x else (ny, nx)
+        for p in range(1, n_big):
+            best = np.inf
+            for q in range(1, n_small):
+                xp, yq = (x[p], y[q]) if big_is_x else (x[q], y[p])
+                d = 0.0
+                for a in range(3):
+                    e = R[a, 0] * xp[0] + R[a, 1] * xp[1] + R[a, 2] * xp[2] - yq[a]
+                    d += e * e
+                best = min(best, d)
+            total += best
+        return np.sqrt(total) / n_big
+
+    pc, ps, sc, ss = P.count, P.kind == CORE_S, S.count, S.kind == CORE_S
+    R = np.empty((len(P), len(S), 3, 3))
+    g = np.empty((len(P), len(S)))
+    R_try, tri0, tri = np.empty((3, 3)), np.empty(6), np.empty(6)
+    for i, y in enumerate(P.points):
+        for j, x in enumerate(S.points):
+            if ps[i] and ss[j]:
+                y3 = np.array([np.zeros(3), y[1], y[2]])
+                triples = [(0, 1, m) for m in range(2, sc[j])]
+            else:
+                a0 = 2 if ps[i] else 1
+                y3 = np.array([np.zeros(3), y[a0], y[a0 + 1]])
+                _triangle_py(y3[1], y3[2], tri0)
+                first = 2 if ss[j] else 1
+                cands = []
+                for p, q in itertools.permutations(range(first, sc[j]), 2):
+                    _triangle_py(x[p], x[q], tri)
+                    cands.append((sum((tri[t] - tri0[t]) ** 2 for t in range(6)), p, q))
+                cands.sort(key=lambda c: c[0])  # stable: ties keep the loop order
+                triples = [(0, p, q) for _, p, q in cands[:n_tri]]
+            g_best = np.inf
+            for order in triples:
+                _superpose_py(x, y3, np.array(order), 1e-12, 50, R_try)
+                acc = nn_accuracy(x, sc[j], y, pc[i], R_try)
+                if acc < g_best:
+                    g_best = acc
+                    R[i, j] = R_try
+            g[i, j] = g_best
+    return R, g
+
+
+def test_core_gold_loop_equals_the_plain_loop_bit_for_bit(au25_hot):
+    """References outer, triangles once per reference, candidates abandoned once their
+    nearest-neighbour sum passes the best: not one bit of R or g changes."""
+    from mlmlearn.oamlm._gold_thiolate import _align_core
+
+    P = GoldThiolateAlignment().neighborhoods(AtomicEnvironments(au25_hot, atom_types="Au_core"))
+    core, core_s = np.flatnonzero(P.kind == CORE), np.flatnonzero(P.kind == CORE_S)
+    inputs = P[np.r_[core[:2], core_s[:3]]]
+    references = P[np.r_[core[2:4], core_s[3:7]]]
+    R, g = _align_core(inputs, references, 10)
+    R_plain, g_plain = _plain_core(inputs, references, 10)
+    np.testing.assert_array_equal(g, g_plain)
+    np.testing.assert_array_equal(R, R_plain)

@@ -41,7 +41,7 @@ from sklearn.utils._param_validation import Interval
 from .._optional import import_optional
 from ..atoms._neighbors import MissingNeighborsError
 from ._alignment import ACCURACY_CONSTRAINT, Alignment
-from ._superpose import _superpose_py, best_alignments, kernels, with_globals
+from ._superpose import _rotation_py, best_alignments, kernels, with_globals
 
 __all__ = ["GoldThiolateAlignment", "GoldThiolateNeighborhoods"]
 
@@ -395,12 +395,12 @@ def _core_kernel():
 
 @functools.cache
 def _compile():
-    superpose = kernels()["superpose"]  # raises naming the extra when numba is missing
+    rotation = kernels()["rotation"]  # raises naming the extra when numba is missing
     numba = import_optional("numba", purpose="the gold-thiolate alignment kernel")
     jit = numba.njit(cache=True, nogil=True)
     core = with_globals(
         _core_py,
-        _superpose=superpose,
+        _rotation=rotation,
         _triangle=jit(_triangle_py),
         _nn_accuracy=jit(_nn_accuracy_py),
     )
@@ -418,12 +418,20 @@ def _triangle_py(a, b, out):  # pragma: no cover - compiled by numba
     out[5] = np.pi - out[3] - out[4]
 
 
-def _nn_accuracy_py(x, nx, y, ny, R):  # pragma: no cover - compiled by numba
-    """Eq. (2.26) over nearest-neighbour distances of the larger neighbour set.
+def _nn_accuracy_py(x, nx, y, ny, R, rx, limit):  # pragma: no cover - compiled by numba
+    """Eq. (2.26) over nearest-neighbour distances of the larger neighbour set, squared.
 
-    Reference points x[1:nx] are rotated by R; every neighbour of the larger
-    set is matched to its nearest neighbour in the other set.
+    Reference points x[1:nx] are rotated by R (into ``rx``, once); every
+    neighbour of the larger set is matched to its nearest neighbour in the
+    other set. Returns the summed squared distances, whose root over the
+    larger count is the accuracy, or ``inf`` as soon as the partial sum
+    exceeds ``limit`` (rounding is monotone, so the full sum would exceed it
+    too: a candidate abandoned so could not have won).
     """
+    for p in range(1, nx):
+        xp = x[p]
+        for a in range(3):
+            rx[p, a] = R[a, 0] * xp[0] + R[a, 1] * xp[1] + R[a, 2] * xp[2]
     total = 0.0
     big_is_x = nx >= ny
     n_big = nx if big_is_x else ny
@@ -431,58 +439,86 @@ def _nn_accuracy_py(x, nx, y, ny, R):  # pragma: no cover - compiled by numba
     for p in range(1, n_big):
         best = np.inf
         for q in range(1, n_small):
-            xp = x[p] if big_is_x else x[q]
+            xp = rx[p] if big_is_x else rx[q]
             yq = y[q] if big_is_x else y[p]
             d = 0.0
             for a in range(3):
-                e = R[a, 0] * xp[0] + R[a, 1] * xp[1] + R[a, 2] * xp[2] - yq[a]
+                e = xp[a] - yq[a]
                 d += e * e
             if d < best:
                 best = d
         total += best
-    return np.sqrt(total) / n_big
+        if total > limit:
+            return np.inf
+    return total
 
 
 def _core_py(P, pc, ps, S, sc, ss, n_tri, R, g):  # pragma: no cover - compiled by numba
+    """The core-gold rule for every (input, reference) pair.
+
+    References in the outer loop: a reference's triangles (eq. 2.33) are
+    computed once and compared with every input's. The nearest-neighbour
+    accuracy of a candidate rotation stops once it exceeds the best so far.
+    Both leave every result as the plain loop gives it, to the last bit.
+    """
     R_try = np.empty((3, 3))
-    tri0 = np.empty(6)
-    tri = np.empty(6)
+    ref_tri = np.empty((_MAX_POINTS, _MAX_POINTS, 6))
+    rx = np.empty((_MAX_POINTS, 3))
     order = np.zeros(3, dtype=np.int64)
     cand_u = np.empty(n_tri)
     cand_p = np.empty(n_tri, dtype=np.int64)
     cand_q = np.empty(n_tri, dtype=np.int64)
-    y3 = np.zeros((3, 3))
-    for i in range(P.shape[0]):
-        y = P[i]
-        for j in range(S.shape[0]):
-            x = S[j]
+    n = P.shape[0]
+    # each input's targets: (self, S, nearest Au) against a reference with S, else
+    # (self, its two nearest Au) and their triangle
+    y3_s = np.zeros((n, 3, 3))
+    y3_au = np.zeros((n, 3, 3))
+    tri0 = np.empty((n, 6))
+    any_plain = False
+    for i in range(n):
+        a0 = 2 if ps[i] else 1
+        for c in range(3):
+            y3_s[i, 1, c], y3_s[i, 2, c] = P[i, 1, c], P[i, 2, c]
+            y3_au[i, 1, c], y3_au[i, 2, c] = P[i, a0, c], P[i, a0 + 1, c]
+        _triangle(y3_au[i, 1], y3_au[i, 2], tri0[i])
+        if not ps[i]:
+            any_plain = True
+    for j in range(S.shape[0]):
+        x = S[j]
+        first = 2 if ss[j] else 1  # the reference's Au neighbours
+        if any_plain or not ss[j]:
+            for p in range(first, sc[j]):
+                for q in range(first, sc[j]):
+                    if p != q:
+                        _triangle(x[p], x[q], ref_tri[p, q])
+        for i in range(n):
+            y = P[i]
             g_best = np.inf
+            total_best = np.inf
             if ps[i] and ss[j]:
                 # (self, S, nearest Au) against (self, S, each Au) of the reference
-                for c in range(3):
-                    y3[0, c], y3[1, c], y3[2, c] = 0.0, y[1, c], y[2, c]
+                y3 = y3_s[i]
                 for m in range(2, sc[j]):
                     order[0], order[1], order[2] = 0, 1, m
-                    _superpose(x, y3, order, 1e-12, 50, R_try)
-                    acc = _nn_accuracy(x, sc[j], y, pc[i], R_try)
+                    _rotation(x, y3, order, 1, 1e-12, 50, R_try)  # centres at the origin
+                    total = _nn_accuracy(x, sc[j], y, pc[i], R_try, rx, total_best)
+                    acc = np.sqrt(total) / max(sc[j], pc[i])
                     if acc < g_best:
                         g_best = acc
-                        R[i, j] = R_try
+                        total_best = total
+                        for a in range(3):
+                            for c in range(3):
+                                R[i, j, a, c] = R_try[a, c]
             else:
-                a0 = 2 if ps[i] else 1  # the input's two nearest Au
-                for c in range(3):
-                    y3[0, c], y3[1, c], y3[2, c] = 0.0, y[a0, c], y[a0 + 1, c]
-                _triangle(y3[1], y3[2], tri0)
+                y3 = y3_au[i]
                 n_cand = 0
-                first = 2 if ss[j] else 1  # the reference's Au neighbours
                 for p in range(first, sc[j]):
                     for q in range(first, sc[j]):
                         if p == q:
                             continue
-                        _triangle(x[p], x[q], tri)
                         u = 0.0  # eq. (2.33)
                         for t in range(6):
-                            u += (tri[t] - tri0[t]) ** 2
+                            u += (ref_tri[p, q, t] - tri0[i, t]) ** 2
                         if n_cand < n_tri:
                             pos = n_cand
                             n_cand += 1
@@ -500,16 +536,20 @@ def _core_py(P, pc, ps, S, sc, ss, n_tri, R, g):  # pragma: no cover - compiled 
                         cand_u[pos], cand_p[pos], cand_q[pos] = u, p, q
                 for t in range(n_cand):
                     order[0], order[1], order[2] = 0, cand_p[t], cand_q[t]
-                    _superpose(x, y3, order, 1e-12, 50, R_try)
-                    acc = _nn_accuracy(x, sc[j], y, pc[i], R_try)
+                    _rotation(x, y3, order, 1, 1e-12, 50, R_try)  # centres at the origin
+                    total = _nn_accuracy(x, sc[j], y, pc[i], R_try, rx, total_best)
+                    acc = np.sqrt(total) / max(sc[j], pc[i])
                     if acc < g_best:
                         g_best = acc
-                        R[i, j] = R_try
+                        total_best = total
+                        for a in range(3):
+                            for c in range(3):
+                                R[i, j, a, c] = R_try[a, c]
             g[i, j] = g_best
 
 
 # The core loop calls these names: in pure Python (the oracle) the routines above;
 # _compile() hands the compiled loop the compiled ones instead.
-_superpose = _superpose_py
+_rotation = _rotation_py
 _triangle = _triangle_py
 _nn_accuracy = _nn_accuracy_py

@@ -14,8 +14,8 @@ minimising Σ_k |R x_k − y_k|² (thesis eq. 2.24, paper IV eqs. 9–11).
 The compiled routines come from :func:`kernels`: one compile step (or load from
 numba's on-disk cache), guarded by a lock and cached, so threads that align at
 the same time on a cold start all get the same compiled objects. The pure-Python
-routines (``_superpose_py``, ``_all_py``) stay importable as the oracles of the
-compiled ones; nothing rebinds module globals.
+routines (``_rotation_py``, ``_superpose_py``, ``_all_py``) stay importable as the
+oracles of the compiled ones; nothing rebinds module globals.
 """
 
 import functools
@@ -146,10 +146,12 @@ def kernels():
     Returns
     -------
     kernels : mapping
-        ``"superpose"`` — the single-pair routine ``(x, y, order, tol,
-        max_newton, R) -> Σ|R x − y|²`` for other compiled kernels (the
-        gold-thiolate core rule); ``"pairs"`` — the loop of :func:`qcp`;
-        ``"all"`` — the loop of :func:`best_alignments`.
+        ``"rotation"`` — the single-pair routine ``(x, y, order, first, tol,
+        max_newton, R)`` that writes the rotation of ``x[order[first:]]`` onto
+        ``y[first:]``, for other compiled kernels (the gold-thiolate core rule);
+        ``"superpose"`` — the same over all points, returning Σ|R x − y|²;
+        ``"pairs"`` — the loop of :func:`qcp`; ``"all"`` — the loop of
+        :func:`best_alignments`.
 
     Raises
     ------
@@ -164,12 +166,14 @@ def kernels():
 def _compile():
     numba = import_optional("numba", purpose="the OAMLM alignment kernels")
     jit = numba.njit(cache=True, nogil=True)
-    superpose = jit(_superpose_py)
+    rotation = jit(_rotation_py)
+    superpose = jit(with_globals(_superpose_py, _rotation=rotation))
     return types.MappingProxyType(
         {
+            "rotation": rotation,
             "superpose": superpose,
             "pairs": jit(with_globals(_pairs_py, _superpose=superpose)),
-            "all": jit(with_globals(_all_py, _superpose=superpose)),
+            "all": jit(with_globals(_all_py, _rotation=rotation)),
         }
     )
 
@@ -205,6 +209,21 @@ def _pairs_py(X, Y, tol, max_newton, R, rmsd):  # pragma: no cover - compiled by
 
 def _all_py(P, S, orders, rss, tol, max_newton, R, g, best):  # pragma: no cover - numba
     n_points = P.shape[1]
+    # a row that is the origin in every input and every ordered reference (the
+    # centre atom) adds exact zeros to every sum below: it is skipped, which
+    # changes no result, not even in the last bit
+    first = 1
+    for o in range(orders.shape[0]):
+        if orders[o, 0] != 0:
+            first = 0
+    for i in range(P.shape[0]):
+        for a in range(3):
+            if P[i, 0, a] != 0.0:
+                first = 0
+    for j in range(S.shape[0]):
+        for a in range(3):
+            if S[j, 0, a] != 0.0:
+                first = 0
     R_try = np.empty((3, 3))
     for i in range(P.shape[0]):
         y = P[i]
@@ -213,20 +232,24 @@ def _all_py(P, S, orders, rss, tol, max_newton, R, g, best):  # pragma: no cover
             g_best = np.inf
             for o in range(orders.shape[0]):
                 order = orders[o]
-                msd = _superpose(x, y, order, tol, max_newton, R_try)
-                if rss:
-                    acc = np.sqrt(msd) / n_points
-                else:
-                    acc = 0.0
-                    for m in range(n_points):
-                        xm = x[order[m]]
+                _rotation(x, y, order, first, tol, max_newton, R_try)
+                # the residuals of the rotation: eq. (2.26) or eq. (2.25)
+                acc = 0.0
+                for m in range(first, n_points):
+                    xm = x[order[m]]
+                    if rss:
+                        for a in range(3):
+                            d = R_try[a, 0] * xm[0] + R_try[a, 1] * xm[1] + R_try[a, 2] * xm[2]
+                            d -= y[m, a]
+                            acc += d * d
+                    else:
                         d2 = 0.0
                         for a in range(3):
                             d = R_try[a, 0] * xm[0] + R_try[a, 1] * xm[1] + R_try[a, 2] * xm[2]
                             d -= y[m, a]
                             d2 += d * d
                         acc += np.sqrt(d2)
-                    acc /= n_points
+                acc = np.sqrt(acc) / n_points if rss else acc / n_points
                 if acc < g_best:
                     g_best = acc
                     best[i, j] = o
@@ -238,10 +261,27 @@ def _all_py(P, S, orders, rss, tol, max_newton, R, g, best):  # pragma: no cover
 
 def _superpose_py(x, y, order, tol, max_newton, R):  # pragma: no cover - compiled by numba
     """Rotate the points x[order] onto y: writes R, returns Σ|R x − y|²."""
+    _rotation(x, y, order, 0, tol, max_newton, R)
+    # the residual of the rotation itself: exact even where λ is a double root
+    msd = 0.0
+    for k in range(y.shape[0]):
+        xk = x[order[k]]
+        for i in range(3):
+            d = R[i, 0] * xk[0] + R[i, 1] * xk[1] + R[i, 2] * xk[2] - y[k, i]
+            msd += d * d
+    return msd
+
+
+def _rotation_py(x, y, order, first, tol, max_newton, R):  # pragma: no cover - numba
+    """Rotate the points x[order[first:]] onto y[first:] by QCP: writes R.
+
+    Rows before ``first`` are left out of the sums (the caller passes 1 for
+    a centre at the origin of both sets, whose terms are exact zeros).
+    """
     n_points = y.shape[0]
     sxx = sxy = sxz = syx = syy = syz = szx = szy = szz = 0.0
     g = 0.0
-    for k in range(n_points):
+    for k in range(first, n_points):
         xk = x[order[k]]
         x0, x1, x2 = xk[0], xk[1], xk[2]
         y0, y1, y2 = y[k, 0], y[k, 1], y[k, 2]
@@ -369,16 +409,9 @@ def _superpose_py(x, y, order, tol, max_newton, R):  # pragma: no cover - compil
         R[2, 0] = 2.0 * (q1 * q3 - q0 * q2)
         R[2, 1] = 2.0 * (q2 * q3 + q0 * q1)
         R[2, 2] = q0 * q0 - q1 * q1 - q2 * q2 + q3 * q3
-    # the residual of the rotation itself: exact even where λ is a double root
-    msd = 0.0
-    for k in range(n_points):
-        xk = x[order[k]]
-        for i in range(3):
-            d = R[i, 0] * xk[0] + R[i, 1] * xk[1] + R[i, 2] * xk[2] - y[k, i]
-            msd += d * d
-    return msd
 
 
-# The loops call `_superpose`: in pure Python (the oracles) this routine; kernels()
-# compiles them with the compiled routine under that name instead.
+# The loops call `_superpose` and `_rotation`: in pure Python (the oracles) these
+# routines; kernels() compiles them with the compiled routines under those names.
 _superpose = _superpose_py
+_rotation = _rotation_py
