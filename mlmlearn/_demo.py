@@ -32,7 +32,8 @@ def ring_demo(held_out=5, *, stride=16, references=300, steps=200, max_uncertain
     held_out : int, default=5
         Gold atoms of the held-out ring, 4 to 8.
     stride : int, default=16
-        Every ``stride``-th training frame is used.
+        Every ``stride``-th training frame is used, and every environment of a
+        type that would otherwise be rare (core gold, 27 environments in all).
     references : int, default=300
         References per atom type (RS-maximin), for norms and directions.
     steps : int, default=200
@@ -100,7 +101,7 @@ def ring_demo(held_out=5, *, stride=16, references=300, steps=200, max_uncertain
 
     ff, fit_seconds = force_field, 0.0
     if ff is None:
-        env = AtomicEnvironments(train)
+        env = _training_environments(data.frames, n_atoms, stride)
         ff = ForceField(default_norm_model(references), default_direction_model(references),
                         verbose=int(log.bars and log.file is sys.stderr))
         log(f"fitting the force field: {len(env)} environments, {references} references per "
@@ -154,10 +155,12 @@ def ring_demo(held_out=5, *, stride=16, references=300, steps=200, max_uncertain
     reference.calc = gfn2()
     e_start = reference.get_potential_energy()
     opt = ase_optimize.BFGS(reference, logfile=None)
+    reference_trace = [e_start]
     for _ in log.loop(opt.irun(fmax=0.05, steps=500), desc="GFN2 BFGS"):
-        pass
+        reference_trace.append(reference.get_potential_energy())
     reference_steps = opt.nsteps
     e_min = reference.get_potential_energy()
+    reference_trace = np.array(reference_trace[1:]) - e_min  # irun yields the start first
     if start == "minimum":
         start_atoms = reference.copy()
         start_atoms.calc = None
@@ -208,7 +211,7 @@ def ring_demo(held_out=5, *, stride=16, references=300, steps=200, max_uncertain
 
     one_thread.restore_original_limits()
     figures = _figures(output, test_env.forces, predicted, ff.atom_types(test_env),
-                       check, energies, log)
+                       check, energies, reference_trace, log)
     where = os.path.abspath(output)
     print(f"\nwritten to {where}: ml-bfgs.extxyz" + "".join(f", {f}" for f in figures),
           file=out, flush=True)
@@ -218,6 +221,27 @@ def ring_demo(held_out=5, *, stride=16, references=300, steps=200, max_uncertain
             "fit_seconds": fit_seconds, "force_field": ff}
 
 
+def _training_environments(frames, held_out_atoms, stride, rare=100):
+    """Every ``stride``-th training frame, plus every environment of a rare type.
+
+    Core gold is rare in the rings (27 environments, all in the Au4 runs): a stride would
+    leave too few for a model (:class:`~mlmlearn.forcefield.ForceField`'s ``min_samples``),
+    so types with fewer than ``rare`` environments in the strided frames keep all of theirs.
+    """
+    from .atoms import AtomicEnvironments
+    from .forcefield import GOLD_THIOLATE_FAMILIES
+
+    train = [f for f in frames if len(f) != held_out_atoms]
+    env = AtomicEnvironments(train)
+    families = np.array([GOLD_THIOLATE_FAMILIES[t] for t in env.atom_types])
+    strided = np.isin(env.structure_index, np.arange(0, len(train), stride))
+    keep = strided.copy()
+    for family in np.unique(families):
+        if np.sum(strided & (families == family)) < rare:
+            keep |= families == family
+    return env[np.flatnonzero(keep)]
+
+
 def _heavy_rmsd(atoms, reference, heavy, minimize_rotation_and_translation):
     a, b = atoms[heavy], reference[heavy]
     a.calc = b.calc = None
@@ -225,7 +249,7 @@ def _heavy_rmsd(atoms, reference, heavy, minimize_rotation_and_translation):
     return float(np.sqrt(np.mean(np.sum((a.positions - b.positions) ** 2, axis=1))))
 
 
-def _figures(output, y_true, y_pred, types, steps, energies, log):
+def _figures(output, y_true, y_pred, types, steps, energies, reference_trace, log):
     try:
         import matplotlib
 
@@ -237,8 +261,11 @@ def _figures(output, y_true, y_pred, types, steps, energies, log):
 
     names = []
     for name, figure in (
-        ("energy.png", plot_energy_trace(np.asarray(energies), steps=np.asarray(steps),
-                                         labels="ML-BFGS, GFN2-xTB single points")),
+        ("energy.png", plot_energy_trace(
+            [np.asarray(energies), reference_trace],
+            steps=[np.asarray(steps), np.arange(len(reference_trace))],
+            labels=["ML-BFGS (GFN2-xTB single points)", "GFN2-xTB BFGS"],
+            reference_minimum=0.0)),
         ("parity.png", plot_force_parity(y_true, y_pred, types)),
         ("angles.png", plot_angle_vs_norm(y_true, y_pred, types)),
     ):
