@@ -69,8 +69,8 @@ def main(argv=None):
     from threadpoolctl import threadpool_limits
 
     from mlmlearn.applications.optimize import optimize
-    from mlmlearn.atoms import AtomicEnvironments
-    from mlmlearn.forcefield import MLMCalculator
+    from mlmlearn.atoms import AtomicEnvironments, AtomTypingError, MissingNeighborsError
+    from mlmlearn.forcefield import MLMCalculator, UnknownAtomTypeError
     from mlmlearn.metrics import force_table
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -111,19 +111,29 @@ def main(argv=None):
                             + ".extxyz")
         resume = os.path.exists(path + ".checkpoint.npz")
         t0 = time.perf_counter()
-        with threadpool_limits(1):
-            result = optimize(start, MLMCalculator(ff), fmax=0.05, steps=args.steps,
-                              maxstep=0.05, trajectory=path, resume=resume, **settings)
-        frames = read(path, ":")
-        checks = list(range(args.check_every, len(frames), args.check_every))
         done = energies.setdefault(name, {})
+        if "stopped" in done:  # a run that left the model's domain ends there on resume too
+            stop, resets = done["stopped"], done.get("resets", [])
+        else:
+            try:
+                with threadpool_limits(1):
+                    result = optimize(start, MLMCalculator(ff), fmax=0.05, steps=args.steps,
+                                      maxstep=0.05, trajectory=path, resume=resume, **settings)
+                stop, resets = result.stop_reason, [int(r) for r in result.hessian_resets]
+            except (UnknownAtomTypeError, MissingNeighborsError, AtomTypingError) as exc:
+                # the structure left what the force field describes: the frames so far stand
+                stop, resets = f"stopped: {exc}", []
+                done["stopped"] = stop
+                json.dump(energies, open(store, "w"), indent=1)
+        frames = read(path, ":")
+        checks = sorted(set(range(args.check_every, len(frames), args.check_every))
+                        | ({len(frames) - 1} if len(frames) > 1 else set()))
         for i in checks:
             if str(i) not in done:
                 done[str(i)] = gfn1(frames[i])
                 json.dump(energies, open(store, "w"), indent=1)
         trace = [(0, 0.0)] + [(i, done[str(i)] - energies[key0]) for i in checks]
-        resets = [int(r) for r in result.hessian_resets]
-        print(f"\n{name}: {result.n_steps} ML steps ({result.stop_reason}) in "
+        print(f"\n{name}: {len(frames) - 1} ML steps ({stop}) in "
               f"{time.perf_counter() - t0:.0f} s; resets at {resets}")
         print("  step  E_GFN1 - E_start (eV)")
         for i, e in trace:
