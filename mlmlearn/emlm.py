@@ -4,9 +4,12 @@ from numbers import Real
 
 import numpy as np
 from sklearn.utils._param_validation import Interval
+from sklearn.utils.validation import _check_sample_weight, validate_data
 
 from ._base import DistanceRegressor
-from ._linalg import solve_distance_regression
+from ._distances import euclidean_distances
+from ._inputs import reject_structures
+from ._linalg import NormalEquations, solve_distance_regression
 from .references import REFERENCES_CONSTRAINT
 
 __all__ = ["EMLM"]
@@ -109,6 +112,79 @@ class EMLM(DistanceRegressor):
         self.fit_intercept = fit_intercept
         self.verbose = verbose
 
+    def partial_fit(self, X, y, sample_weight=None):
+        """Add training samples to a fitted EMLM, keeping its references.
+
+        The result is the fit of (2.18) on every sample given so far, with the
+        references of the first fit and the current ``beta`` and
+        ``fit_intercept``: with the references fixed, the solution depends on the
+        samples only through ``DᵀD``, ``DᵀY`` and the sums behind the intercept,
+        which the model keeps and updates (the fit stores
+        ``DᵀD``, 8K² bytes). The cost is one K×K Cholesky, whatever the number
+        of samples seen.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+        sample_weight : array-like of shape (n_samples,), default=None
+            Weights ≥ 0 of the new samples in the least-squares sum (a weight m
+            counts as the sample repeated m times); the samples of ``fit`` weigh 1.
+
+        Returns
+        -------
+        self
+
+        Raises
+        ------
+        NotImplementedError
+            When the fit did not solve the normal equations by Cholesky: with
+            ``beta=0`` (a least-squares solve) or a numerically singular system
+            (the SVD fallback); refit with a larger ``beta``.
+        ValueError
+            For inputs of another width or target count than the fit's, or
+            ``fit_intercept`` changed since the fit.
+
+        Notes
+        -----
+        Unfitted, ``partial_fit`` is ``fit`` (the references are chosen among
+        these samples), as scikit-learn's incremental estimators begin.
+        """
+        if not hasattr(self, "coef_"):
+            if sample_weight is not None:
+                raise ValueError(
+                    "sample_weight: the first partial_fit fits the model (choosing its "
+                    "references), and fit takes no weights; call fit first")
+            return self.fit(X, y)
+        self._validate_params()
+        reject_structures(X, type(self).__name__)
+        X, y = validate_data(self, X, y, dtype=np.float64, multi_output=True, y_numeric=True,
+                             reset=False)
+        Y = y.reshape(X.shape[0], -1)
+        if Y.shape[1] != self.n_outputs_:
+            raise ValueError(f"y has {Y.shape[1]} outputs; the model was fitted with "
+                             f"{self.n_outputs_}")
+        statistics = getattr(self, "_normal_equations", None)
+        if statistics is None:
+            raise NotImplementedError(
+                f"partial_fit updates the Cholesky solution of (2.18), and this EMLM was "
+                f"fitted with beta={self.beta:g} by least squares (beta=0, or a numerically "
+                "singular system); refit it with a larger beta")
+        if self.fit_intercept != (statistics.column_sums is not None):
+            raise ValueError(f"fit_intercept={self.fit_intercept} differs from the fit's; "
+                             "refit the model to change it")
+        w = _check_sample_weight(sample_weight, X, ensure_non_negative=True,
+                                 allow_all_zero_weights=True)
+        D = euclidean_distances(X, self.references_, Y_norm_squared=self._references_sq)
+        k = self.references_.shape[0]
+        statistics, W, mean = statistics.update(
+            D, Y, self.coef_, weights=w, mean=self.intercept_ if self.fit_intercept else None,
+            lam=self.beta / k, beta=self.beta)
+        self._normal_equations, self.coef_ = statistics, W
+        if mean is not None:
+            self.intercept_ = mean
+        return self
+
     def _fit(self, D, Y, indices):
         self.n_outputs_ = Y.shape[1]
         if self.fit_intercept:
@@ -116,7 +192,11 @@ class EMLM(DistanceRegressor):
             Y = Y - self.intercept_
         else:
             self.intercept_ = np.zeros(self.n_outputs_)
-        self.coef_ = solve_distance_regression(D, Y, self.beta)
+        self.coef_, gram = solve_distance_regression(D, Y, self.beta, return_gram=True)
+        # what partial_fit updates (None: no Cholesky solution to update)
+        self._normal_equations = None if gram is None else NormalEquations(
+            gram, self.beta / D.shape[1], D.shape[0],
+            D.sum(axis=0) if self.fit_intercept else None)
 
     def _predict(self, D):
         Y = D @ self.coef_

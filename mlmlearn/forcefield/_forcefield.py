@@ -292,19 +292,7 @@ class ForceField(MultiOutputMixin, BaseEstimator):
         """
         self._validate_params()
         X = _environments(X)
-        y = X.forces if y is None else np.asarray(y, dtype=float)
-        if y.shape != (len(X), 3):
-            raise ValueError(f"y must be the forces of the {len(X)} environments, shape "
-                             f"({len(X)}, 3); got {y.shape}")
-        if not np.isfinite(y).all():
-            row = int(np.flatnonzero(~np.isfinite(y).all(axis=1))[0])
-            raise ValueError(f"y must be finite; row {row} is {y[row]}")
-        norms = np.linalg.norm(y, axis=1)
-        if np.any(norms == 0):
-            row = int(np.flatnonzero(norms == 0)[0])
-            raise ValueError(
-                f"y row {row} (atom {X.atom_index[row]} of structure {X.structure_index[row]}) "
-                "is a zero force, which has no direction")
+        y, norms = _check_forces(X, y)
         self._check_type_params(self.type_params)
         # the typing of this fit: a refit after set_params(direction__alignment__...) must
         # not type the new data under the cutoffs of the previous fit
@@ -350,6 +338,93 @@ class ForceField(MultiOutputMixin, BaseEstimator):
             self.norm_models_[t] = norm_model.fit(env, norms[rows])
             self.direction_models_[t] = direction_model.fit(env, y[rows])
         self._fitted_cutoffs = cutoffs
+        return self
+
+    def partial_fit(self, X, y=None, *, sample_weight=None):
+        """Add training environments to the fitted models of their atom types.
+
+        Each environment is typed as ``predict`` types it and joins its type's
+        models: a model with ``partial_fit`` (an :class:`~mlmlearn.OAMLM`, an
+        :class:`~mlmlearn.EMLM`) gets it directly; a pipeline (the default norm
+        model, SOAP → MinMaxScaler → EMLM) transforms it by its fitted steps
+        (descriptor and scaler unchanged) and its final estimator gets the rows.
+        With the references fixed, the models then equal a fit on all the
+        environments seen (see :meth:`mlmlearn.EMLM.partial_fit`). ``n_samples_``
+        and ``max_norm_`` (the clip of ``clip_norms``) grow with the new data.
+
+        Parameters
+        ----------
+        X : AtomicEnvironments, ase.Atoms or sequence of ase.Atoms
+        y : array-like of shape (n_environments, 3), default=None
+            Reference forces (eV/Å); ``None`` reads ``X.forces``.
+        sample_weight : array-like of shape (n_environments,), default=None
+            Weights ≥ 0 of the new environments in every least-squares sum (the
+            fit's weigh 1).
+
+        Returns
+        -------
+        self
+
+        Raises
+        ------
+        UnknownAtomTypeError
+            For an environment whose type has no model, naming the type and the
+            atoms. ``partial_fit`` neither creates a model (a type needs
+            ``min_samples`` environments at fit) nor trains a ``fallback`` parent on
+            another type's atoms: a fallback is a prediction policy. Select the
+            modelled types first (``np.isin(ff.atom_types(X), ff.types_)``).
+        TypeError
+            For a model that has no ``partial_fit`` and is not a pipeline ending in one.
+        ValueError
+            For forces of the wrong shape, non-finite or zero forces.
+
+        Notes
+        -----
+        All or nothing for mlmlearn's models: every type's models are updated as
+        copies (their ``partial_fit`` replaces arrays, never writes into them) and
+        installed only when all have succeeded, so an error (an atom whose
+        alignment partners are missing, say) leaves the force field as it was.
+        Unfitted, ``partial_fit`` is ``fit``.
+        """
+        if not hasattr(self, "norm_models_"):
+            if sample_weight is not None:
+                raise ValueError(
+                    "sample_weight: the first partial_fit fits the force field (choosing "
+                    "its references), and fit takes no weights; call fit first")
+            return self.fit(X, y)
+        X = _environments(X)
+        y, norms = _check_forces(X, y)
+        if sample_weight is not None:
+            sample_weight = np.asarray(sample_weight, dtype=float)
+            if sample_weight.shape != (len(X),) or not np.all(np.isfinite(sample_weight)) \
+                    or np.any(sample_weight < 0):
+                raise ValueError(f"sample_weight must hold {len(X)} finite weights >= 0 (one "
+                                 f"per environment); got {sample_weight!r}")
+        labels = self._labels(X)
+        for t in sorted({str(t) for t in np.unique(labels)} - set(self.types_)):
+            where = np.flatnonzero(labels == t)
+            atoms = ", ".join(f"atom {X.atom_index[r]} of structure {X.structure_index[r]}"
+                              for r in where[:3])
+            more = f" and {len(where) - 3} more" if len(where) > 3 else ""
+            raise UnknownAtomTypeError(
+                f"{atoms}{more} ({X.symbols[where[0]]}) is of atom type {t!r}, which has no "
+                f"model to add it to: this force field models {self.types_}. partial_fit "
+                "neither creates models nor trains a fallback parent; leave such atoms out "
+                "(np.isin(ff.atom_types(X), ff.types_))")
+        updated = {}
+        for t in np.unique(labels):
+            rows = np.flatnonzero(labels == t)
+            env = X[rows]
+            w = None if sample_weight is None else sample_weight[rows]
+            updated[t] = (
+                _partial_fit_part(self.norm_models_[t], env, norms[rows], w, f"{t!r} norm"),
+                _partial_fit_part(self.direction_models_[t], env, y[rows], w,
+                                  f"{t!r} direction"),
+                float(norms[rows].max()), len(rows))
+        for t, (norm_model, direction_model, largest, count) in updated.items():
+            self.norm_models_[t], self.direction_models_[t] = norm_model, direction_model
+            self.max_norm_[t] = max(self.max_norm_[t], largest)
+            self.n_samples_[t] += count
         return self
 
     # ---------------------------------------------------------------- predict
@@ -599,6 +674,46 @@ class ForceField(MultiOutputMixin, BaseEstimator):
                           f"predicted by the {parent!r} models (fallback)", stacklevel=3)
             labels = np.where(labels == t, parent, labels)
         return labels
+
+
+def _check_forces(X, y):
+    """The forces ``y`` (``X.forces`` for None) checked, and their norms."""
+    y = X.forces if y is None else np.asarray(y, dtype=float)
+    if y.shape != (len(X), 3):
+        raise ValueError(f"y must be the forces of the {len(X)} environments, shape "
+                         f"({len(X)}, 3); got {y.shape}")
+    if not np.isfinite(y).all():
+        row = int(np.flatnonzero(~np.isfinite(y).all(axis=1))[0])
+        raise ValueError(f"y must be finite; row {row} is {y[row]}")
+    norms = np.linalg.norm(y, axis=1)
+    if np.any(norms == 0):
+        row = int(np.flatnonzero(norms == 0)[0])
+        raise ValueError(
+            f"y row {row} (atom {X.atom_index[row]} of structure {X.structure_index[row]}) "
+            "is a zero force, which has no direction")
+    return y, norms
+
+
+def _partial_fit_part(model, X, y, sample_weight, what):
+    """A shallow copy of ``model`` with ``X, y`` added by ``partial_fit`` (pipelines:
+    the fitted steps transform, the final estimator learns); ``model`` is unchanged."""
+    import copy
+
+    kwargs = {} if sample_weight is None else {"sample_weight": sample_weight}
+    if hasattr(model, "partial_fit"):
+        new = copy.copy(model)
+        new.partial_fit(X, y, **kwargs)
+        return new
+    name, final = model.steps[-1] if hasattr(model, "steps") else (None, model)
+    if name is None or not hasattr(final, "partial_fit"):
+        raise TypeError(
+            f"the {what} model ({type(final).__name__}) has no partial_fit: ForceField."
+            "partial_fit needs models with one, or pipelines ending in one (EMLM, OAMLM)")
+    new_final = copy.copy(final)
+    new_final.partial_fit(model[:-1].transform(X), y, **kwargs)
+    new = copy.copy(model)
+    new.steps = [*model.steps[:-1], (name, new_final)]
+    return new
 
 
 def _environments(X):

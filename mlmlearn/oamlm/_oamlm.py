@@ -8,7 +8,7 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted, check_memory
 
 from .._distances import euclidean_distances
-from .._linalg import solve_distance_regression
+from .._linalg import NormalEquations, solve_distance_regression
 from .._progress import progress
 from ..atoms._neighbors import nearest_neighbors
 from ..references import REFERENCES_CONSTRAINT, select_references
@@ -253,9 +253,13 @@ class OAMLM(MultiOutputMixin, BaseEstimator):
         )
         D_in = euclidean_distances(F, self.references_)
         k = self.n_references_
+        self._normal_equations = None  # what partial_fit updates (least squares only)
         if self.epsilon is None:
-            B = solve_distance_regression(D_in, np.hstack([D_c, D_g]), self.beta)
+            B, gram = solve_distance_regression(D_in, np.hstack([D_c, D_g]), self.beta,
+                                                return_gram=True)
             c = np.zeros(2 * k)
+            if gram is not None:
+                self._normal_equations = NormalEquations(gram, self.beta / k, len(F))
         else:
             from .._huber import huber_regression
 
@@ -265,6 +269,78 @@ class OAMLM(MultiOutputMixin, BaseEstimator):
             )
         self.coef_c_, self.coef_g_ = B[:, :k], B[:, k:]
         self.intercept_c_, self.intercept_g_ = c[:k], c[k:]
+        return self
+
+    @_fit_context(prefer_skip_nested_validation=False)
+    def partial_fit(self, X, y, sample_weight=None):
+        """Add training environments to a fitted OAMLM, keeping its references.
+
+        The new environments are described by the fitted descriptor, aligned with
+        the fixed references (new rows of D_c and D_g) and their distances to the
+        references (new rows of D_in) join the least-squares regressions (2.20)
+        of B_c and B_g, updated through ``D_inᵀD_in`` (kept by the fit, 8K²
+        bytes; see ``EMLM.partial_fit``). The result is the fit on every
+        environment given so far with the references, descriptor and alignment
+        of the first fit and the current ``beta``.
+
+        Parameters
+        ----------
+        X : AtomicEnvironments
+        y : array-like of shape (n_environments, 3)
+            Their forces (any norm; normalised here).
+        sample_weight : array-like of shape (n_environments,), default=None
+            Weights ≥ 0 of the new rows (a weight m counts as the environment
+            repeated m times); the fit's environments weigh 1.
+
+        Returns
+        -------
+        self
+
+        Raises
+        ------
+        NotImplementedError
+            With ``epsilon`` set (the Huber regressions (2.27) have no update by
+            sufficient statistics), or when the fit did not solve the normal
+            equations by Cholesky (``beta=0`` or a numerically singular system).
+
+        Notes
+        -----
+        Unfitted, ``partial_fit`` is ``fit``.
+        """
+        from sklearn.utils.validation import _check_sample_weight
+
+        if not hasattr(self, "coef_c_"):
+            if sample_weight is not None:
+                raise ValueError(
+                    "sample_weight: the first partial_fit fits the model (choosing its "
+                    "references), and fit takes no weights; call fit first")
+            return self.fit(X, y)
+        if self.epsilon is not None:
+            raise NotImplementedError(
+                f"partial_fit with epsilon={self.epsilon!r}: the Huber regressions (2.27) "
+                "have no update by sufficient statistics; refit, or use epsilon=None "
+                "(least squares)")
+        statistics = getattr(self, "_normal_equations", None)
+        if statistics is None:
+            raise NotImplementedError(
+                f"partial_fit updates the Cholesky solution of (2.20), and this OAMLM was "
+                f"fitted with beta={self.beta:g} by least squares (beta=0, a numerically "
+                "singular system, or epsilon); refit it with a larger beta and epsilon=None")
+        _check_environments(X)
+        unit = _unit_forces(y, len(X))
+        w = _check_sample_weight(sample_weight, np.empty((len(X), 0)), ensure_non_negative=True,
+                                 allow_all_zero_weights=True)
+        F = self._features(X)
+        D_c, D_g = _fit_products(self.alignment_, self.alignment_.neighborhoods(X),
+                                 self.reference_neighborhoods_, self.reference_directions_,
+                                 unit, self.n_jobs, self.verbose)
+        D_in = euclidean_distances(F, self.references_)
+        k = self.n_references_
+        statistics, B, _ = statistics.update(
+            D_in, np.hstack([D_c, D_g]), np.hstack([self.coef_c_, self.coef_g_]), weights=w,
+            lam=self.beta / k, beta=self.beta)
+        self._normal_equations = statistics
+        self.coef_c_, self.coef_g_ = B[:, :k], B[:, k:]
         return self
 
     # -------------------------------------------------------------- predict
