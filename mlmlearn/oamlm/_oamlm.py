@@ -336,9 +336,8 @@ class OAMLM(MultiOutputMixin, BaseEstimator):
         D_c, D_g = _fit_products(self.alignment_, self.alignment_.neighborhoods(X),
                                  self.reference_neighborhoods_, self.reference_directions_,
                                  unit, self.n_jobs, self.verbose)
-        # the references' squared norms, kept for the distances of every predict
-        self._reference_sq_norms_ = np.einsum("ij,ij->i", self.references_, self.references_)
-        D_in = euclidean_distances(F, self.references_, Y_norm_squared=self._reference_sq_norms_)
+        D_in = euclidean_distances(F, self.references_,
+                                   Y_norm_squared=getattr(self, "_reference_sq_norms_", None))
         k = self.n_references_
         statistics, B, _ = statistics.update(
             D_in, np.hstack([D_c, D_g]), np.hstack([self.coef_c_, self.coef_g_]), weights=w,
