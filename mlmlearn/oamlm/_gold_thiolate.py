@@ -459,7 +459,9 @@ def _core_py(P, pc, ps, S, sc, ss, n_tri, R, g):  # pragma: no cover - compiled 
     References in the outer loop: a reference's triangles (eq. 2.33) are
     computed once and compared with every input's. The nearest-neighbour
     accuracy of a candidate rotation stops once it exceeds the best so far.
-    Both leave every result as the plain loop gives it, to the last bit.
+    Both leave every result as the plain loop gives it, to the last bit. Rows 0
+    (the centres) are at the origin, as :meth:`GoldThiolateAlignment.neighborhoods`
+    builds them, so the rotations leave them out (their terms are exact zeros).
     """
     R_try = np.empty((3, 3))
     ref_tri = np.empty((_MAX_POINTS, _MAX_POINTS, 6))
