@@ -113,19 +113,20 @@ def main(argv=None):
         t0 = time.perf_counter()
         done = energies.setdefault(name, {})
         if "stopped" in done:  # a run that left the model's domain ends there on resume too
-            stop, resets = done["stopped"], done.get("resets", [])
+            stop = done["stopped"]
         else:
             try:
                 with threadpool_limits(1):
                     result = optimize(start, MLMCalculator(ff), fmax=0.05, steps=args.steps,
                                       maxstep=0.05, trajectory=path, resume=resume, **settings)
-                stop, resets = result.stop_reason, [int(r) for r in result.hessian_resets]
+                stop = result.stop_reason
             except (UnknownAtomTypeError, MissingNeighborsError, AtomTypingError) as exc:
                 # the structure left what the force field describes: the frames so far stand
-                stop, resets = f"stopped: {exc}", []
+                stop = f"stopped: {exc}"
                 done["stopped"] = stop
                 json.dump(energies, open(store, "w"), indent=1)
         frames = read(path, ":")
+        resets = [int(f.info["step"]) for f in frames if f.info.get("hessian_reset")]
         checks = sorted(set(range(args.check_every, len(frames), args.check_every))
                         | ({len(frames) - 1} if len(frames) > 1 else set()))
         for i in checks:
