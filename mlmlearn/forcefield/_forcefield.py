@@ -666,10 +666,15 @@ class ForceField(MultiOutputMixin, BaseEstimator):
                      for r in where[:3]]
             more = f" and {len(where) - 3} more" if len(where) > 3 else ""
             if parent is None:
+                # a fallback helps only where the parent's alignment accepts the atoms;
+                # paper IV's rules align each gold-thiolate family with itself alone
+                hint = ("" if self.typing == "gold_thiolate"
+                        else f", or pass fallback={{{t!r}: <modelled type>}}")
                 raise UnknownAtomTypeError(
                     f"{', '.join(atoms)}{more} ({X.symbols[where[0]]}) is of atom type {t!r}, "
-                    f"which has no model: this force field models {self.types_}. Train it on "
-                    f"data with {t!r} atoms, or pass fallback={{{t!r}: <modelled type>}}")
+                    f"which has no model: this force field models {self.types_} (types with "
+                    f"fewer than min_samples={self.min_samples} training environments get "
+                    f"none). Train it on data with {t!r} atoms{hint}")
             warnings.warn(f"{', '.join(atoms)}{more} of atom type {t!r} (no model) are "
                           f"predicted by the {parent!r} models (fallback)", stacklevel=3)
             labels = np.where(labels == t, parent, labels)
