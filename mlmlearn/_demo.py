@@ -74,6 +74,7 @@ def ring_demo(held_out=5, *, stride=16, references=300, steps=200, max_uncertain
     ase_io = _require("ase.io", "atoms")
     TBLite = _require("tblite.ase", "xtb").TBLite
     from ase.build import minimize_rotation_and_translation
+    from ase.calculators.calculator import CalculationFailed
     from threadpoolctl import threadpool_limits
 
     from .applications.optimize import optimize
@@ -188,10 +189,15 @@ def ring_demo(held_out=5, *, stride=16, references=300, steps=200, max_uncertain
     check = sorted(set(range(0, len(frames), 5)) | {len(frames) - 1})
     log(f"GFN2-xTB single points at {len(check)} of the {len(frames)} ML-BFGS steps")
     energies, rmsds = [], []
+    failed = []
     for i in log.loop(check, desc="GFN2 single points"):
         atoms = frames[i].copy()
         atoms.calc = gfn2()
-        energies.append(atoms.get_potential_energy() - e_min)
+        try:
+            energies.append(atoms.get_potential_energy() - e_min)
+        except CalculationFailed:  # e.g. no SCF convergence on a distorted ML geometry
+            energies.append(np.nan)
+            failed.append(i)
         rmsds.append(_heavy_rmsd(atoms, reference, heavy, minimize_rotation_and_translation))
 
     print(f"\nML-BFGS of the held-out ring {where}: {n_ml_steps} steps in "
@@ -202,11 +208,14 @@ def ring_demo(held_out=5, *, stride=16, references=300, steps=200, max_uncertain
     print(f"{'step':>6}{'E_GFN2 - E_min (eV)':>22}{'heavy-atom RMSD (Å)':>22}", file=out)
     for i, e, r in zip(check, energies, rmsds, strict=True):
         print(f"{i:>6}{e:>22.3f}{r:>22.3f}", file=out)
+    if failed:
+        print(f"(no GFN2-xTB energy at steps {failed}: the SCF did not converge)", file=out)
     drops = np.diff(energies)
-    lowest = int(np.argmin(energies))
+    monotonic = bool(np.all(drops[~np.isnan(drops)] <= 0))
+    lowest = int(np.nanargmin(energies))
     print(f"lowest {energies[lowest]:.2f} eV above the GFN2 minimum at step {check[lowest]}, "
           f"end {energies[-1]:.2f} eV; the energy "
-          f"{'falls monotonically' if np.all(drops <= 0) else 'does not fall monotonically'} "
+          f"{'falls monotonically' if monotonic else 'does not fall monotonically'} "
           "between checks", file=out, flush=True)
 
     one_thread.restore_original_limits()
