@@ -254,3 +254,30 @@ def test_molecular_dynamics_runs_on_forces_alone(ff, rings, dynamics):
     assert 0 < np.abs(atoms.positions - start).max() < 0.2
     assert counting.calls == 4  # the start and one force call per step, nothing repeated
     np.testing.assert_array_equal(atoms.get_forces(), ff.predict(atoms))
+
+
+@pytest.mark.parametrize("optimizer", ["BFGS", "FIRE", "LBFGS", "MDMin"])
+def test_ase_optimizers_run_on_the_calculator_with_logging(ff, rings, optimizer):
+    """Each optimizer, log on, through ForcesOnly: the energy column says nan, nothing made up."""
+    import io
+
+    import ase.optimize
+
+    from mlmlearn.forcefield import ForcesOnly
+
+    counting = _counting(ff)
+    atoms = _fresh(rings["test"][1])
+    atoms.calc = MLMCalculator(counting)
+    start = atoms.positions.copy()
+    log = io.StringIO()
+    opt = getattr(ase.optimize, optimizer)(ForcesOnly(atoms), logfile=log)
+    opt.run(fmax=1e-6, steps=3)  # not converged: exactly 3 steps
+    assert opt.nsteps == 3
+    lines = log.getvalue().splitlines()
+    assert len(lines) == 1 + 4  # the header, the start and 3 steps
+    assert all(line.split()[3] == "nan" for line in lines[1:])
+    moved = np.linalg.norm(atoms.positions - start, axis=1)
+    assert 0 < moved.max() <= 3 * 0.2 + 1e-12  # ASE's default maxstep bounds each step
+    assert counting.calls == 4  # one force call per logged structure
+    with pytest.raises(PropertyNotImplementedError):
+        atoms.get_potential_energy()
