@@ -1,3 +1,4 @@
-"""Applications built on mlmlearn's models: TEM image comparison (``tem``) and structure
-optimization on ASE's BFGS with part-wise schedules and resumable runs (``optimize``);
+"""Applications built on mlmlearn's models: TEM image comparison (``tem``), structure
+optimization on ASE's BFGS with part-wise schedules and resumable runs (``optimize``), and
+the hybrid optimizer that learns from reference calculations on the fly (``hybrid``);
 Monte Carlo follows."""
