@@ -106,6 +106,7 @@ def main(argv=None):
     if key0 not in energies:
         energies[key0] = gfn1(start)
         json.dump(energies, open(store, "w"), indent=1)
+    traces = {}
     for name, settings in SCHEMES.items():
         path = os.path.join(args.output, name.replace(" ", "_").replace("/", "-").replace(",", "")
                             + ".extxyz")
@@ -142,6 +143,27 @@ def main(argv=None):
         lowest = min(trace[1:], key=lambda t: t[1]) if len(trace) > 1 else trace[0]
         print(f"  lowest {lowest[1]:.2f} eV at step {lowest[0]}, end {trace[-1][1]:.2f} eV",
               flush=True)
+        traces[name] = (np.array([t[0] for t in trace]), np.array([t[1] for t in trace]),
+                        [r for r in resets if r in {t[0] for t in trace}])
+    _figure(traces, os.path.join(args.output, "energy.png"))
+
+
+def _figure(traces, path):
+    """GFN1-xTB energy along each scheme, Hessian resets marked (paper IV fig. 10)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+    except ImportError:
+        return
+    from mlmlearn.plotting import plot_energy_trace
+
+    names = list(traces)
+    figure = plot_energy_trace([traces[n][1] for n in names], steps=[traces[n][0] for n in names],
+                               resets=[traces[n][2] for n in names], labels=names)
+    figure.axes[0].set_ylabel("E_GFN1 − E_start (eV)")
+    figure.savefig(path, dpi=120, bbox_inches="tight")
+    print(f"\nfigure: {path}")
 
 
 if __name__ == "__main__":
