@@ -51,7 +51,8 @@ def train(k, seed=0):
     test_frames = [f for f, r in zip(data.frames, data.run, strict=True) if r not in train_runs]
     env = AtomicEnvironments(train_frames)
     ff = ForceField(default_norm_model(references="all"),
-                    default_direction_model(references="all"))
+                    default_direction_model(references="all"),
+                    type_params={"Au_unit": {"direction__sigma2": 0.25}})  # paper IV's σ₂
     labels = ff.atom_types(env)
     rng = np.random.default_rng(seed)
     rows = np.concatenate([

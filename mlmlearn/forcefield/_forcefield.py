@@ -70,6 +70,13 @@ def default_direction_model(references=2500, sigma2=0.5):
     Returns
     -------
     mlmlearn.OAMLM
+
+    Notes
+    -----
+    Given to :class:`ForceField` as ``direction``, this one σ₂ serves every
+    type; paper IV's 0.25 Å for unit gold is then
+    ``type_params={"Au_unit": {"direction__sigma2": 0.25}}`` (``direction=None``
+    applies it by itself).
     """
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import MinMaxScaler
