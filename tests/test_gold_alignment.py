@@ -407,19 +407,40 @@ def test_compiled_core_rule_equals_its_pure_python_loop(au25_hot):
 
 
 # ------------------------------------------ the fast loops against the plain ones, bit for bit
-def _plain_best_alignments(P, S, orders, rss):
-    """The alignment loop as first written: every point, residuals computed twice."""
-    from mlmlearn.oamlm._superpose import _superpose_py
+def _plain_best_alignments(P, S, orders, rss, *, ties=True):
+    """The alignment loop as first written: every point, residuals computed twice.
+
+    With ``ties`` the tie rule spelled out: every ordering's accuracy, QCP's p'(λ̂)
+    and rotation, the bound E_b of the first best (the module's ``_accuracy_bound_py``,
+    the rule's definition), and the mean of the rotations within 2E_b. Without, the
+    single best ordering: the alignment as it was before ties counted.
+    """
+    from mlmlearn.oamlm._superpose import _accuracy_bound_py, _rotation_py, _superpose_py
 
     n_points = P.shape[1]
+    centre = bool(np.all(P[:, 0] == 0) and np.all(S[:, 0] == 0) and np.all(orders[:, 0] == 0))
     R = np.empty((len(P), len(S), 3, 3))
     g = np.empty((len(P), len(S)))
+    n_tied = np.ones((len(P), len(S)), dtype=int)
     R_try = np.empty((3, 3))
+
+    def norms(points):  # Σ|p|² and Σ|p| as the kernel sums them (a centre adds zeros)
+        sq = total = 0.0
+        for m in range(int(centre), n_points):
+            r2 = points[m, 0] ** 2 + points[m, 1] ** 2 + points[m, 2] ** 2
+            sq += r2
+            total += np.sqrt(r2)
+        return sq, total
+
     for i, y in enumerate(P):
+        sq_y, sum_y = norms(y)
         for j, x in enumerate(S):
-            g_best = np.inf
+            sq_x, sum_x = norms(x)
+            accs, dps, rotations = [], [], []
             for order in orders:
                 msd = _superpose_py(x, y, order, 1e-12, 50, R_try)
+                dps.append(_rotation_py(x, y, order, 0, 1e-12, 50, np.empty((3, 3))))
+                rotations.append(R_try.copy())
                 if rss:
                     acc = np.sqrt(msd) / n_points
                 else:
@@ -433,11 +454,22 @@ def _plain_best_alignments(P, S, orders, rss):
                             d2 += d * d
                         acc += np.sqrt(d2)
                     acc /= n_points
-                if acc < g_best:
-                    g_best = acc
-                    R[i, j] = R_try
-            g[i, j] = g_best
-    return R, g
+                accs.append(acc)
+            b = int(np.argmin(accs))  # the first of least accuracy
+            g[i, j] = accs[b]
+            R[i, j] = rotations[b]
+            if not ties:
+                continue
+            e = _accuracy_bound_py(0.5 * (sq_x + sq_y), dps[b], 1e-12, sum_x, sum_y, n_points,
+                                   n_points - int(centre), accs[b])
+            tied = [o for o in range(len(orders)) if accs[o] - accs[b] <= 2 * e]
+            n_tied[i, j] = len(tied)
+            if len(tied) > 1:
+                total = np.zeros((3, 3))
+                for o in tied:
+                    total += rotations[o]
+                R[i, j] = total / len(tied)
+    return R, g, n_tied
 
 
 @pytest.mark.parametrize("species", ["H", "C"])
@@ -457,17 +489,56 @@ def test_alignment_loop_skips_the_centre_without_changing_a_bit(rings, species, 
     points = P.points[:, :m] + shift
     orders = _ORDERS[H if species == "H" else C]
     inputs, references = points[:4], points[3:9]
-    R, g, _ = best_alignments(inputs, references, orders, rss=rss)
-    R_plain, g_plain = _plain_best_alignments(inputs, references, orders, rss)
+    R, g, _, _, n_tied = best_alignments(inputs, references, orders, rss=rss, return_ties=True)
+    R_plain, g_plain, _ = _plain_best_alignments(inputs, references, orders, rss)
     np.testing.assert_array_equal(g, g_plain)
     np.testing.assert_array_equal(R, R_plain)
+    # MD frames: no ties, and every result is the alignment's before ties counted
+    assert np.all(n_tied == 1)
+    R_before, g_before, _ = _plain_best_alignments(inputs, references, orders, rss, ties=False)
+    np.testing.assert_array_equal(R, R_before)
+    np.testing.assert_array_equal(g, g_before)
 
 
-def _plain_core(P, S, n_tri):
+@pytest.mark.parametrize("n_gold", [4, 5, 6])
+@pytest.mark.parametrize("rss", [False, True])
+def test_alignment_loop_with_ties_equals_the_plain_loop(n_gold, rss):
+    """The built rings tie (a methyl's H, a unit gold's blocks): the compiled loop is the
+    tie rule spelled out, to the last bit."""
+    from mlmlearn.datasets import gold_thiolate_ring
+    from mlmlearn.oamlm._gold_thiolate import _ORDERS, UNIT, C, H, S
+    from mlmlearn.oamlm._superpose import best_alignments
+
+    ring = gold_thiolate_ring(n_gold)
+    found = 0
+    for kind, types in [(H, ["H"]), (C, ["C"]), (S, ["S"]), (UNIT, ["Au_unit"])]:
+        P = GoldThiolateAlignment().neighborhoods(AtomicEnvironments(ring, atom_types=types))
+        m = int(P.count[0])
+        points = P.points[:, :m]
+        inputs = points @ Rotation.random(random_state=n_gold).as_matrix().T
+        R, g, _, _, n_tied = best_alignments(inputs, points, _ORDERS[kind], rss=rss,
+                                             return_ties=True)
+        R_plain, g_plain, n_plain = _plain_best_alignments(inputs, points, _ORDERS[kind], rss)
+        np.testing.assert_array_equal(n_tied, n_plain)
+        np.testing.assert_array_equal(g, g_plain)
+        np.testing.assert_array_equal(R, R_plain)
+        found += int((n_tied > 1).sum())
+    assert found > 0
+
+
+def _plain_core(P, S, n_tri, *, ties=True):
     """The core-gold loop as first written: inputs outer, triangles per pair, every
-    candidate's nearest-neighbour sum to the end, rotations over all three points."""
-    from mlmlearn.oamlm._gold_thiolate import _triangle_py
-    from mlmlearn.oamlm._superpose import _superpose_py
+    candidate's nearest-neighbour sum to the end, rotations over all three points.
+
+    With ``ties`` the tie rules spelled out: the pairs left out of the ``n_tri`` of
+    least u (2.33) whose u is within both triangles' rounding bounds of the last
+    one's join the candidates (in loop order), and the rotations of the candidates
+    within 2E_b of the best accuracy are averaged (the module's error bounds are the
+    rules' definitions). Without, the single best candidate, as before ties counted.
+    Also returns, per pair, how many candidates were averaged and the best one's κ.
+    """
+    from mlmlearn.oamlm._gold_thiolate import _G9, _nn_bound_py, _triangle_error_py, _triangle_py
+    from mlmlearn.oamlm._superpose import _rotation_py, _superpose_py
 
     def nn_accuracy(x, nx, y, ny, R):
         total = 0.0
@@ -488,6 +559,8 @@ def _plain_core(P, S, n_tri):
     pc, ps, sc, ss = P.count, P.kind == CORE_S, S.count, S.kind == CORE_S
     R = np.empty((len(P), len(S), 3, 3))
     g = np.empty((len(P), len(S)))
+    n_tied = np.ones((len(P), len(S)), dtype=int)
+    kappa = np.empty((len(P), len(S)))
     R_try, tri0, tri = np.empty((3, 3)), np.empty(6), np.empty(6)
     for i, y in enumerate(P.points):
         for j, x in enumerate(S.points):
@@ -499,21 +572,49 @@ def _plain_core(P, S, n_tri):
                 y3 = np.array([np.zeros(3), y[a0], y[a0 + 1]])
                 _triangle_py(y3[1], y3[2], tri0)
                 first = 2 if ss[j] else 1
-                cands = []
+                cands, errors = [], {}
                 for p, q in itertools.permutations(range(first, sc[j]), 2):
                     _triangle_py(x[p], x[q], tri)
+                    errors[p, q] = _triangle_error_py(tri)
                     cands.append((sum((tri[t] - tri0[t]) ** 2 for t in range(6)), p, q))
-                cands.sort(key=lambda c: c[0])  # stable: ties keep the loop order
-                triples = [(0, p, q) for _, p, q in cands[:n_tri]]
-            g_best = np.inf
+                ranked = sorted(cands, key=lambda c: c[0])  # stable: ties keep the loop order
+                chosen = ranked[:n_tri]
+                if ties and len(cands) > n_tri:
+                    u_n, p_n, q_n = chosen[-1]
+                    e_n = errors[p_n, q_n]
+                    bound_n = 2 * np.sqrt(u_n) * e_n + e_n**2 + _G9 * u_n
+                    listed = {(p, q) for _, p, q in chosen}
+                    for u, p, q in cands:  # loop order
+                        e = errors[p, q]
+                        if (p, q) not in listed and (
+                                u - u_n <= bound_n + 2 * np.sqrt(u) * e + e**2 + _G9 * u):
+                            chosen.append((u, p, q))
+                triples = [(0, p, q) for _, p, q in chosen]
+            accs, rotations, dps = [], [], []
             for order in triples:
                 _superpose_py(x, y3, np.array(order), 1e-12, 50, R_try)
-                acc = nn_accuracy(x, sc[j], y, pc[i], R_try)
-                if acc < g_best:
-                    g_best = acc
-                    R[i, j] = R_try
-            g[i, j] = g_best
-    return R, g
+                dps.append(_rotation_py(x, y3, np.array(order), 0, 1e-12, 50, np.empty((3, 3))))
+                rotations.append(R_try.copy())
+                accs.append(nn_accuracy(x, sc[j], y, pc[i], R_try))
+            b = int(np.argmin(accs))
+            g[i, j] = accs[b]
+            R[i, j] = rotations[b]
+            order_b = np.array(triples[b])
+            lam = 0.5 * sum(x[order_b[m], a] ** 2 + y3[m, a] ** 2 for m in (1, 2) for a in range(3))
+            kappa[i, j] = lam**3 / dps[b] if dps[b] > 0 else np.inf
+            if not ties:
+                continue
+            x_max = max(np.sqrt(x[p, 0] ** 2 + x[p, 1] ** 2 + x[p, 2] ** 2)
+                        for p in range(1, sc[j]))
+            tau = 2 * _nn_bound_py(x, y3, order_b, dps[b], max(sc[j], pc[i]), x_max, accs[b])
+            tied = [t for t in range(len(triples)) if accs[t] - accs[b] <= tau]
+            n_tied[i, j] = len(tied)
+            if len(tied) > 1:
+                total = np.zeros((3, 3))
+                for t in tied:
+                    total += rotations[t]
+                R[i, j] = total / len(tied)
+    return R, g, n_tied, kappa
 
 
 def test_core_gold_loop_equals_the_plain_loop_bit_for_bit(au25_hot):
@@ -526,6 +627,193 @@ def test_core_gold_loop_equals_the_plain_loop_bit_for_bit(au25_hot):
     inputs = P[np.r_[core[:2], core_s[:3]]]
     references = P[np.r_[core[2:4], core_s[3:7]]]
     R, g = _align_core(inputs, references, 10)
-    R_plain, g_plain = _plain_core(inputs, references, 10)
+    R_plain, g_plain, n_tied, _ = _plain_core(inputs, references, 10)
     np.testing.assert_array_equal(g, g_plain)
     np.testing.assert_array_equal(R, R_plain)
+    # hot MD frames: no ties, and every result is the alignment's before ties counted
+    assert np.all(n_tied == 1)
+    R_before, g_before, _, _ = _plain_core(inputs, references, 10, ties=False)
+    np.testing.assert_array_equal(R, R_before)
+    np.testing.assert_array_equal(g, g_before)
+
+
+# ------------------------------------------------- symmetric core gold and gold blocks
+def _c3_core(with_sulfur):
+    """A core-gold neighborhood with a threefold axis (z): two staggered rings of three
+    Au and one Au on the axis, S (if any) on the axis too; rows by distance (Å)."""
+    au = [(2.0 * np.cos(phi), 2.0 * np.sin(phi), 1.9) for phi in np.radians([0, 120, 240])]
+    au += [(2.3 * np.cos(phi), 2.3 * np.sin(phi), -1.5) for phi in np.radians([60, 180, 300])]
+    au += [(0.0, 0.0, -2.9)]
+    au = np.array(au)
+    au = au[np.argsort(np.linalg.norm(au, axis=1), kind="stable")]
+    rows = [np.zeros(3), *([(0.0, 0.0, 2.4)] if with_sulfur else []), *au]
+    points = np.zeros((13, 3))
+    points[: len(rows)] = rows
+    return points, len(rows)
+
+
+def _core_neighborhoods(points, counts, kinds):
+    return GoldThiolateNeighborhoods(np.array(points), np.array(counts, dtype=np.int64),
+                                     np.array(kinds, dtype=np.int64))
+
+
+def _distorted(points, count, rng, scale=0.08):
+    """A copy without symmetry, its Au rows sorted by distance again (an input's rows)."""
+    out = points.copy()
+    out[1:count] += scale * rng.normal(size=(count - 1, 3))
+    first = 2 if count == 9 else 1  # with S: keep it first
+    order = first + np.argsort(np.linalg.norm(out[first:count], axis=1), kind="stable")
+    out[first:count] = out[order]
+    return out
+
+
+@settings(max_examples=6, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n_tri=st.sampled_from([2, 4, 10]))
+def test_core_gold_ties_of_a_symmetric_reference(seed, n_tri):
+    """A reference with a threefold axis: equal triangles (2.33) come in threes, so that
+    n_tri = 2 or 4 cuts through them and rounding would decide which are aligned; their
+    alignments fit alike. The compiled loop is the tie rules spelled out (bit for bit),
+    R t̂ rotates with the input to the rotations' bounds, and n_tri boundaries that cut
+    an orbit of equal triangles are widened to the whole orbit."""
+    from mlmlearn.oamlm._gold_thiolate import _align_core
+    from mlmlearn.oamlm._superpose import rotation_bound
+
+    rng = np.random.default_rng(seed)
+    plain, n_plain = _c3_core(False)
+    with_s, n_with_s = _c3_core(True)
+    references = _core_neighborhoods([plain, with_s], [n_plain, n_with_s], [CORE, CORE_S])
+    Q0 = Rotation.random(random_state=rng.integers(2**31)).as_matrix()
+    inputs = _core_neighborhoods(
+        [_distorted(plain, n_plain, rng) @ Q0.T, _distorted(with_s, n_with_s, rng) @ Q0.T],
+        [n_plain, n_with_s], [CORE, CORE_S])
+    R, g = _align_core(inputs, references, n_tri)
+    R_plain, g_plain, n_tied, kappa = _plain_core(inputs, references, n_tri)
+    np.testing.assert_array_equal(g, g_plain)
+    np.testing.assert_array_equal(R, R_plain)
+    assert np.all(n_tied % 3 == 0)  # whole orbits of the threefold axis
+    # without widening the candidate list at n_tri = 2 or 4 an orbit would be cut
+    Q = Rotation.random(random_state=rng.integers(2**31)).as_matrix()
+    moved = _core_neighborhoods(inputs.points @ Q.T, inputs.count, inputs.kind)
+    R2, _ = _align_core(moved, references, n_tri)
+    T = rng.normal(size=(2, 3))
+    r, r2 = np.einsum("nkij,kj->nki", R, T), np.einsum("nkij,kj->nki", R2, T)
+    # each tied rotation within its bound of the exact one (the three are congruent
+    # three-point alignments: the same κ), the input's rotation rounded by γ₃√3‖P‖
+    # (moving the polar factor by 2E/(λ̄/(8κ) − E), λ̄ ≥ |y3|²/2), on both sides
+    from _numerics import gamma
+
+    dR = np.vectorize(rotation_bound)(kappa, 2)
+    # the target rows of each pair: (S, nearest Au) against a reference with S, else the
+    # two nearest Au
+    rows = [[[1, 2] if inputs.kind[i] == CORE_S and references.kind[j] == CORE_S
+             else ([2, 3] if inputs.kind[i] == CORE_S else [1, 2]) for j in range(2)]
+            for i in range(2)]
+    y3 = np.array([[np.linalg.norm(inputs.points[i, rows[i][j]]) for j in range(2)]
+                   for i in range(2)])
+    E = 2 * gamma(3) * np.sqrt(3) * y3 * np.linalg.norm(references.points, axis=(1, 2))[None]
+    lam = 0.5 * y3**2
+    assert np.all(lam / (8 * kappa) > 2 * E)
+    limit = (2 * dR + 2 * E / (lam / (8 * kappa) - E)) * np.linalg.norm(T, axis=1)
+    assert np.all(np.linalg.norm(r2 - r @ Q.T, axis=2) <= limit)
+
+
+def test_core_gold_widened_candidates_are_needed():
+    """The threefold reference at n_tri = 2: the ordered pairs of least u come in threes,
+    so two candidates alone cut an orbit; the list grows to the orbit."""
+    from mlmlearn.oamlm._gold_thiolate import _align_core, _triangle_py
+
+    points, n = _c3_core(False)
+    rng = np.random.default_rng(0)
+    target = _distorted(points, n, rng)
+    tri0, tri = np.empty(6), np.empty(6)
+    _triangle_py(target[1], target[2], tri0)
+    u = []
+    for p, q in itertools.permutations(range(1, n), 2):
+        _triangle_py(points[p], points[q], tri)
+        u.append(((tri - tri0) ** 2).sum())
+    u = np.sort(u)
+    equal = np.sum(u - u[0] <= 1e-12 * u[0])
+    assert equal >= 3 and u[equal] - u[0] > 1e-6  # a set of equal least u, then a gap
+    references = _core_neighborhoods([points], [n], [CORE])
+    inputs = _core_neighborhoods([target], [n], [CORE])
+    R, _ = _align_core(inputs, references, 2)
+    R_plain, _, n_tied, _ = _plain_core(inputs, references, 2)
+    np.testing.assert_array_equal(R, R_plain)
+    _, _, n_cut, _ = _plain_core(inputs, references, 2, ties=False)
+    assert n_tied[0, 0] == 3 and n_cut[0, 0] == 1  # an orbit of the axis, whole
+
+
+def _gold_blocks(atoms_list, kind):
+    """Unit-gold neighborhoods of the structures; ``HALF``: their first block alone."""
+    from mlmlearn.oamlm._gold_thiolate import HALF
+
+    P = GoldThiolateAlignment().neighborhoods(AtomicEnvironments(atoms_list, atom_types="Au_unit"))
+    if kind != HALF:
+        return P
+    points = np.zeros_like(P.points)
+    points[:, :4] = P.points[:, :4]
+    return GoldThiolateNeighborhoods(points, np.full(len(P), 4), np.full(len(P), HALF))
+
+
+@pytest.mark.parametrize("n_gold", [4, 6])
+def test_unit_gold_blocks_tie_across_input_and_reference(rings, n_gold):
+    """A built ring's unit gold has a twofold axis swapping its blocks (those of the Au4
+    ring all, two of the Au6 ring's not quite). Against half-unit
+    gold its two input blocks tie (merged across the kernel calls) and, as a reference,
+    its two blocks tie (within one call); either way R is the mean of both blocks'
+    rotations and R t̂ rotates with the input. MD frames' blocks never tie: the result is
+    the first best block's, as before."""
+    from mlmlearn.datasets import gold_thiolate_ring
+    from mlmlearn.oamlm._gold_thiolate import HALF, UNIT
+    from mlmlearn.oamlm._superpose import best_alignments
+
+    alignment = GoldThiolateAlignment()
+    built = _gold_blocks([gold_thiolate_ring(n_gold)], UNIT)
+    half = _gold_blocks(rings[:2], HALF)
+    md_unit = _gold_blocks(rings[2:4], UNIT)
+    Q = Rotation.random(random_state=n_gold).as_matrix()
+    T = np.random.default_rng(n_gold).normal(size=(len(half), 3))
+    # symmetric unit input against half-unit references: two input blocks, one each
+    R, _ = alignment.align(built, half)
+    (R0, g0, _, e0, _), (R1, g1, _, e1, _) = [
+        best_alignments(built.points[:, list(b)], half.points, np.array([(0, 1, 2, 3)]),
+                        return_ties=True) for b in [(0, 1, 2, 3), (0, 4, 5, 6)]]
+    first = g0 <= g1
+    tied = np.abs(g0 - g1) <= 2 * np.where(first, e0, e1)
+    assert tied.mean() > 0.5  # (not every gold atom of the Au6 ring has the axis)
+    expected = np.where(tied[..., None, None], (R0 + R1) / 2,
+                        np.where(first[..., None, None], R0, R1))
+    np.testing.assert_array_equal(R, expected)
+    R2, _ = alignment.align(GoldThiolateNeighborhoods(built.points @ Q.T, built.count,
+                                                      built.kind), half)
+    r, r2 = np.einsum("nkij,kj->nki", R, T), np.einsum("nkij,kj->nki", R2, T)
+    assert np.abs(r2 - r @ Q.T).max() <= 1e-9 * np.abs(T).max()
+    # half-unit inputs against the symmetric reference: its two blocks are orderings
+    R, _ = alignment.align(half, built)
+    _, _, _, _, n_tied = best_alignments(half.points[:, :4], built.points, np.array(
+        [(0, 1, 2, 3), (0, 4, 5, 6)]), return_ties=True)
+    symmetric = tied.all(axis=1)  # the built gold atoms whose blocks tied as inputs
+    assert np.all(n_tied[:, symmetric] == 2) and np.all(n_tied[:, ~symmetric] == 1)
+    # MD unit gold against half-unit gold: the first best block, bit for bit
+    R, g = alignment.align(md_unit, half)
+    singles = [best_alignments(md_unit.points[:, list(b)], half.points,
+                               np.array([(0, 1, 2, 3)]))[:2] for b in [(0, 1, 2, 3), (0, 4, 5, 6)]]
+    first = singles[0][1] <= singles[1][1]
+    np.testing.assert_array_equal(g, np.where(first, singles[0][1], singles[1][1]))
+    np.testing.assert_array_equal(R, np.where(first[..., None, None], singles[0][0],
+                                              singles[1][0]))
+
+
+@settings(max_examples=50, deadline=None)
+@given(u_out=st.floats(0, 10), u_n=st.floats(0, 10), e=st.floats(0, 1e-3),
+       scale=st.floats(1, 100), shrink=st.floats(0, 1))
+def test_the_cheap_core_tie_check_never_misses_a_tie(u_out, u_n, e, scale, shrink):
+    """_may_tie(u_out, u_n, e) False means no pair with u ≥ u_out and an error ≤ e ties
+    with the last listed one (error ≤ e): the shortcut changes no result."""
+    from mlmlearn.oamlm._gold_thiolate import _G9, _may_tie_py
+
+    if _may_tie_py(u_out, u_n, e):
+        return
+    u, e_c = u_out * scale, e * shrink
+    bound_n = 2 * np.sqrt(u_n) * e + e * e + _G9 * u_n
+    assert not u - u_n <= bound_n + 2 * np.sqrt(u) * e_c + e_c**2 + _G9 * u

@@ -38,7 +38,9 @@ class Alignment(BaseEstimator):
 
     The default :meth:`align` tries the neighbour orderings of
     :meth:`orderings` (only the given order unless overridden) with the
-    compiled QCP kernel and keeps the ordering of best accuracy. A custom
+    compiled QCP kernel and keeps the ordering of best accuracy; orderings that
+    tie with it within rounding (a symmetric input or reference) count alike,
+    R being the mean of their rotations. A custom
     strategy implements ``neighborhoods`` (returning an array of shape
     (n, 1 + M, 3), or any object with ``len`` and integer-array/slice
     indexing that its own ``align`` understands) and, if needed, ``align``;
@@ -72,7 +74,17 @@ class Alignment(BaseEstimator):
         Returns
         -------
         R : ndarray of shape (n_inputs, n_references, 3, 3)
-            Rotations taking reference coordinates to the input's frame.
+            Rotations taking reference coordinates to the input's frame: the best
+            ordering's, or, where several orderings fit equally well (their
+            accuracies within twice the rounding bound of the best one's,
+            :func:`~mlmlearn.oamlm._superpose.best_alignments`), the mean of their
+            rotations. That mean is not a rotation (‖R‖₂ ≤ 1, ``R t̂`` shorter
+            than t̂ unless the tied rotations agree on t̂); the OAMLM uses R only
+            through R t̂, which is linear in R, so it is the mean of the tied
+            orderings' rotated directions, and rotating the input rotates it
+            exactly, whichever ordering rounding would have favoured. Without a
+            tie (any structure without an exact symmetry) R is the best
+            ordering's rotation, to the last bit.
         g : ndarray of shape (n_inputs, n_references)
             Alignment accuracy (Å) of the best ordering: eq. (2.25) for
             ``accuracy="mean"``, eq. (2.26) for ``"rss"``.

@@ -41,7 +41,7 @@ from sklearn.utils._param_validation import Interval
 from .._optional import import_optional
 from ..atoms._neighbors import MissingNeighborsError
 from ._alignment import ACCURACY_CONSTRAINT, Alignment
-from ._superpose import _rotation_py, best_alignments, kernels, with_globals
+from ._superpose import _rotation_bound_py, _rotation_py, best_alignments, kernels, with_globals
 
 __all__ = ["GoldThiolateAlignment", "GoldThiolateNeighborhoods"]
 
@@ -219,6 +219,11 @@ class GoldThiolateAlignment(Alignment):
         Returns
         -------
         R : ndarray of shape (len(P), len(S), 3, 3)
+            The best ordering's (block's, candidate's) rotation, or the mean of the
+            rotations tied with it within rounding (see :meth:`Alignment.align`):
+            the H, C and S orderings, unit gold's blocks and core gold's
+            triangles (eq. 2.33; equal triangles at the ``n_triangles`` boundary
+            are all aligned).
         g : ndarray of shape (len(P), len(S))
 
         Raises
@@ -254,20 +259,40 @@ class GoldThiolateAlignment(Alignment):
             orders = _ORDERS[a]
             Rab, gab, _ = best_alignments(P.points[:, :m], S.points[:, :m], orders, rss=rss)
             return Rab, gab
-        # half-unit gold against unit or half-unit gold: block against block
-        best_R, best_g = None, None
+        # half-unit gold against unit or half-unit gold: block against block; the
+        # reference's blocks are the kernel's orderings, the input's are tried in turn
         input_blocks = [(0, 1, 2, 3)] if a == HALF else [(0, 1, 2, 3), (0, 4, 5, 6)]
         reference_blocks = np.array([(0, 1, 2, 3)] if b == HALF else [(0, 1, 2, 3), (0, 4, 5, 6)])
-        for block in input_blocks:
-            Rab, gab, _ = best_alignments(
-                P.points[:, list(block)], S.points, reference_blocks, rss=rss
-            )
-            if best_g is None:
-                best_R, best_g = Rab, gab
-            else:
-                better = gab < best_g
-                best_R[better], best_g[better] = Rab[better], gab[better]
-        return best_R, best_g
+        results = [
+            best_alignments(P.points[:, list(block)], S.points, reference_blocks, rss=rss,
+                            return_ties=True)
+            for block in input_blocks
+        ]
+        return _merge_ties(results)
+
+
+def _merge_ties(results):
+    """Best accuracy over alignments of alternative input blocks; tied ones averaged.
+
+    ``results`` are :func:`~mlmlearn.oamlm._superpose.best_alignments` outputs with
+    ``return_ties=True``, one per input block. As within one call, the first block
+    of least g wins and every block within twice its bound E_b joins the tie;
+    R is the mean over all tied orderings of all tied blocks.
+    """
+    R = np.array([r[0] for r in results])  # (n_blocks, n, k, 3, 3)
+    g = np.array([r[1] for r in results])
+    bound = np.array([r[3] for r in results])
+    count = np.array([r[4] for r in results])
+    win = np.argmin(g, axis=0)  # the first block of least g, as a strict < keeps it
+    g_best = np.take_along_axis(g, win[None], axis=0)[0]
+    tau = 2.0 * np.take_along_axis(bound, win[None], axis=0)[0]
+    tied = g - g_best <= tau
+    R_best = np.take_along_axis(R, win[None, ..., None, None], axis=0)[0]
+    merge = tied.sum(axis=0) > 1
+    if np.any(merge):  # a block's R is the mean of its count tied orderings
+        weight = np.where(tied, count, 0)[..., None, None]
+        R_best[merge] = ((weight * R).sum(axis=0) / weight.sum(axis=0))[merge]
+    return R_best, g_best
 
 
 _ORDERS = {
@@ -395,14 +420,19 @@ def _core_kernel():
 
 @functools.cache
 def _compile():
-    rotation = kernels()["rotation"]  # raises naming the extra when numba is missing
+    compiled = kernels()  # raises naming the extra when numba is missing
     numba = import_optional("numba", purpose="the gold-thiolate alignment kernel")
     jit = numba.njit(cache=True, nogil=True)
+    arccos_error = jit(_arccos_error_py)
     core = with_globals(
         _core_py,
-        _rotation=rotation,
+        _rotation=compiled["rotation"],
         _triangle=jit(_triangle_py),
+        _triangle_error=jit(with_globals(_triangle_error_py, _arccos_error=arccos_error)),
+        _triangle_error_cap=jit(_triangle_error_cap_py),
+        _may_tie=jit(_may_tie_py),
         _nn_accuracy=jit(_nn_accuracy_py),
+        _nn_bound=jit(with_globals(_nn_bound_py, _rotation_bound=compiled["rotation_bound"])),
     )
     return jit(core)
 
@@ -418,15 +448,111 @@ def _triangle_py(a, b, out):  # pragma: no cover - compiled by numba
     out[5] = np.pi - out[3] - out[4]
 
 
+# unit roundoff and the constants of the error bounds below (see _superpose)
+_U = float(np.finfo(np.float64).eps) / 2
+
+
+def _gamma(n):
+    return n * _U / (1 - n * _U)
+
+
+_G4, _G9, _G12 = _gamma(4), _gamma(9), _gamma(12)
+_RES = np.sqrt(3.0) * _gamma(4)
+#: the candidate list's capacity: every ordered pair of a core neighborhood's points
+_MAX_PAIRS = (_MAX_POINTS - 1) * (_MAX_POINTS - 2)
+
+
+def _arccos_error_py(c, dc):  # pragma: no cover - compiled by numba
+    """Bound on |arccos ĉ − arccos c| for |ĉ − c| ≤ dc, plus acos's own rounding.
+
+    arccos is 1/√(1 − c²)-Lipschitz away from ±1 and ½-Hölder up to them:
+    |arccos a − arccos b| ≤ arccos(1 − |a − b|) ≤ π √(|a − b|/2); acos is
+    within one ulp (≤ 2πu) of its value.
+    """
+    h = np.pi * np.sqrt(0.5 * dc)
+    a = abs(c) + dc
+    if a < 1.0:
+        h = min(h, dc / np.sqrt(1.0 - a * a))
+    return h + 2.0 * np.pi * _U
+
+
+def _triangle_error_py(t):  # pragma: no cover - compiled by numba
+    """‖e‖₂ of the rounding bounds e of the six entries :func:`_triangle_py` computes.
+
+    Sides: a sum of three squares and a root (the differences a − b rounded
+    relative to themselves), ≤ γ₄ l each. Cosines by the law of cosines from the
+    computed sides: numerator ≤ γ₁₂ L (L = la² + lb² + lc²), denominator and
+    quotient relative γ₁₁, so |ĉ − c| ≤ γ₁₂ (L / (2 la lb) + 1); through arccos by
+    :func:`_arccos_error_py`. The third angle π − θ₀ − θ₁ adds both and two
+    subtractions (≤ 2πu). Degenerate triangles (a zero side) get inf.
+    """
+    la, lb, lc = t[0], t[1], t[2]
+    if not (la > 0.0 and lb > 0.0 and lc > 0.0):
+        return np.inf
+    big = la * la + lb * lb + lc * lc
+    c0 = (la * la + lb * lb - lc * lc) / (2 * la * lb)
+    c1 = (la * la + lc * lc - lb * lb) / (2 * la * lc)
+    e0 = _arccos_error(c0, _G12 * (big / (2 * la * lb) + 1.0))
+    e1 = _arccos_error(c1, _G12 * (big / (2 * la * lc) + 1.0))
+    e2 = e0 + e1 + 2.0 * np.pi * _U
+    return np.sqrt(_G4 * _G4 * big + e0 * e0 + e1 * e1 + e2 * e2)
+
+
+def _triangle_error_cap_py(r_min, r_max):  # pragma: no cover - compiled by numba
+    """An upper bound of :func:`_triangle_error_py` over triangles with sides from the centre
+    in [r_min, r_max]: L ≤ 6 r_max², L/(2 la lb) ≤ 3 (r_max/r_min)², the angles by the
+    ½-Hölder bound alone."""
+    if not r_min > 0.0:
+        return np.inf
+    h = np.pi * np.sqrt(0.5 * _G12 * (3.0 * (r_max / r_min) ** 2 + 1.0)) + 2.0 * np.pi * _U
+    e2 = 2.0 * h + 2.0 * np.pi * _U
+    return np.sqrt(6.0 * _G4 * _G4 * r_max * r_max + 2.0 * h * h + e2 * e2)
+
+
+def _may_tie_py(u_out, u_n, e):  # pragma: no cover - compiled by numba
+    """Whether a pair left out of the list (u ≥ u_out, triangle error ≤ e) could tie with
+    the last listed one (u_n, error ≤ e): u − u_n ≤ 2√u e + e² + γ₉u + 2√u_n e + e² + γ₉u_n,
+    whose slack falls with u once √u ≥ e/(1 − γ₉)."""
+    s = np.sqrt(u_out)
+    if s * (1.0 - _G9) < e:
+        return True
+    return u_out * (1.0 - _G9) - 2.0 * s * e - 2.0 * e * e - (1.0 + _G9) * u_n \
+        - 2.0 * np.sqrt(u_n) * e <= 0.0
+
+
+def _nn_bound_py(x, y3, order, dp, n_big, x_max, g):  # pragma: no cover - compiled by numba
+    """Bound on |ĝ − g| of the nearest-neighbour accuracy (2.26) at a QCP rotation (Å).
+
+    The rotation of the three-point alignment of x[order] onto y3 (centres at the
+    origin, QCP's p'(λ̂) = ``dp``) is within δR =
+    :func:`~mlmlearn.oamlm._superpose.rotation_bound` of the exact one (conditioning
+    κ = λ̄³/p'), which moves each rotated reference point by ≤ δR |x| ≤ δR x_max; computing a
+    rotated point errs by ≤ √3 γ₄ |x|. Each of the n_big − 1 nearest-neighbour
+    distances is 1-Lipschitz in the points, so their root-sum-square moves by
+    ≤ √(n_big − 1)(δR + √3γ₄) x_max; the squares, their sum, the root and the
+    division by n_big add a relative γ_{n_big + 6}.
+    """
+    k = n_big + 6
+    rel = k * _U / (1 - k * _U)
+    lam = 0.0
+    for m in range(1, 3):
+        for a in range(3):
+            lam += x[order[m], a] ** 2 + y3[m, a] ** 2
+    lam *= 0.5
+    kappa = lam * lam * lam / dp if dp > 0.0 else np.inf
+    dR = _rotation_bound(kappa, 2, 1e-12)  # the three-point alignment: two points summed
+    return np.sqrt(n_big - 1.0) * (dR + _RES) * x_max / n_big + rel * g
+
+
 def _nn_accuracy_py(x, nx, y, ny, R, rx, limit):  # pragma: no cover - compiled by numba
     """Eq. (2.26) over nearest-neighbour distances of the larger neighbour set, squared.
 
     Reference points x[1:nx] are rotated by R (into ``rx``, once); every
     neighbour of the larger set is matched to its nearest neighbour in the
     other set. Returns the summed squared distances, whose root over the
-    larger count is the accuracy, or ``inf`` as soon as the partial sum
-    exceeds ``limit`` (rounding is monotone, so the full sum would exceed it
-    too: a candidate abandoned so could not have won).
+    larger count is the accuracy, or, as soon as the partial sum exceeds
+    ``limit``, that partial sum (rounding is monotone, so the full sum is at
+    least as large: a candidate abandoned so could not have won).
     """
     for p in range(1, nx):
         xp = x[p]
@@ -449,7 +575,7 @@ def _nn_accuracy_py(x, nx, y, ny, R, rx, limit):  # pragma: no cover - compiled 
                 best = d
         total += best
         if total > limit:
-            return np.inf
+            return total
     return total
 
 
@@ -457,19 +583,40 @@ def _core_py(P, pc, ps, S, sc, ss, n_tri, R, g):  # pragma: no cover - compiled 
     """The core-gold rule for every (input, reference) pair.
 
     References in the outer loop: a reference's triangles (eq. 2.33) are
-    computed once and compared with every input's. The nearest-neighbour
-    accuracy of a candidate rotation stops once it exceeds the best so far.
-    Both leave every result as the plain loop gives it, to the last bit. Rows 0
+    computed once and compared with every input's. Rows 0
     (the centres) are at the origin, as :meth:`GoldThiolateAlignment.neighborhoods`
     builds them, so the rotations leave them out (their terms are exact zeros).
+
+    Ties count alike, as in :func:`~mlmlearn.oamlm._superpose.best_alignments`:
+
+    * the ``n_tri`` candidates of smallest u (2.33) are joined by every other
+      pair whose u is within the two values' rounding bounds of the last one's
+      (2√u‖e‖ + ‖e‖² + γ₉u each, ‖e‖ from :func:`_triangle_error_py`), so that a
+      symmetric reference does not lose half of a set of equal triangles to
+      rounding; the extra pairs follow the sorted list in loop order (a cheap
+      bound, :func:`_may_tie_py`, skips the search when the least u left out is
+      clearly above);
+    * every candidate whose accuracy is within 2E_b (:func:`_nn_bound_py` of the
+      best, b the first candidate of least accuracy) is a tie, and R is the mean
+      of the tied candidates' rotations, in candidate order.
+
+    A candidate's nearest-neighbour sum stops once it exceeds the best so far
+    (it cannot win); the few so stopped within reach of the final tie limit
+    ((ĝ_b + 2E_b) n_big)² (1 + 64u) are summed again in full. Every g, and every
+    R without a tie, is the plain loop's to the last bit.
     """
-    R_try = np.empty((3, 3))
     ref_tri = np.empty((_MAX_POINTS, _MAX_POINTS, 6))
+    u_all = np.empty((_MAX_POINTS, _MAX_POINTS))
+    listed = np.zeros((_MAX_POINTS, _MAX_POINTS), dtype=np.bool_)
     rx = np.empty((_MAX_POINTS, 3))
     order = np.zeros(3, dtype=np.int64)
-    cand_u = np.empty(n_tri)
-    cand_p = np.empty(n_tri, dtype=np.int64)
-    cand_q = np.empty(n_tri, dtype=np.int64)
+    cand_u = np.empty(_MAX_PAIRS)
+    cand_p = np.empty(_MAX_PAIRS, dtype=np.int64)
+    cand_q = np.empty(_MAX_PAIRS, dtype=np.int64)
+    R_try = np.empty((_MAX_PAIRS, 3, 3))  # each candidate's rotation, p'(λ̂), sum and limit
+    dps = np.empty(_MAX_PAIRS)
+    totals = np.empty(_MAX_PAIRS)
+    limits = np.empty(_MAX_PAIRS)
     n = P.shape[0]
     # each input's targets: (self, S, nearest Au) against a reference with S, else
     # (self, its two nearest Au) and their triangle
@@ -493,40 +640,45 @@ def _core_py(P, pc, ps, S, sc, ss, n_tri, R, g):  # pragma: no cover - compiled 
                 for q in range(first, sc[j]):
                     if p != q:
                         _triangle(x[p], x[q], ref_tri[p, q])
+        x_max = 0.0
+        x_min = np.inf
+        for p in range(1, sc[j]):
+            r = np.sqrt(x[p, 0] ** 2 + x[p, 1] ** 2 + x[p, 2] ** 2)
+            x_max = max(x_max, r)
+            if p >= first:
+                x_min = min(x_min, r)
+        e_cap = _triangle_error_cap(x_min, x_max)
         for i in range(n):
             y = P[i]
-            g_best = np.inf
-            total_best = np.inf
+            n_big = max(sc[j], pc[i])
+            n_cand = 0
             if ps[i] and ss[j]:
                 # (self, S, nearest Au) against (self, S, each Au) of the reference
                 y3 = y3_s[i]
                 for m in range(2, sc[j]):
-                    order[0], order[1], order[2] = 0, 1, m
-                    _rotation(x, y3, order, 1, 1e-12, 50, R_try)  # centres at the origin
-                    total = _nn_accuracy(x, sc[j], y, pc[i], R_try, rx, total_best)
-                    acc = np.sqrt(total) / max(sc[j], pc[i])
-                    if acc < g_best:
-                        g_best = acc
-                        total_best = total
-                        for a in range(3):
-                            for c in range(3):
-                                R[i, j, a, c] = R_try[a, c]
+                    cand_p[n_cand], cand_q[n_cand] = 1, m
+                    n_cand += 1
             else:
                 y3 = y3_au[i]
-                n_cand = 0
+                n_pairs = 0
+                u_out = np.inf  # the least u of the pairs left out of the list
                 for p in range(first, sc[j]):
                     for q in range(first, sc[j]):
                         if p == q:
                             continue
+                        n_pairs += 1
                         u = 0.0  # eq. (2.33)
                         for t in range(6):
                             u += (ref_tri[p, q, t] - tri0[i, t]) ** 2
+                        u_all[p, q] = u
                         if n_cand < n_tri:
                             pos = n_cand
                             n_cand += 1
                         elif u < cand_u[n_cand - 1]:
                             pos = n_cand - 1
+                            u_out = min(u_out, cand_u[pos])
                         else:
+                            u_out = min(u_out, u)
                             continue
                         while pos > 0 and cand_u[pos - 1] > u:  # keep the list sorted
                             cand_u[pos], cand_p[pos], cand_q[pos] = (
@@ -536,22 +688,81 @@ def _core_py(P, pc, ps, S, sc, ss, n_tri, R, g):  # pragma: no cover - compiled 
                             )
                             pos -= 1
                         cand_u[pos], cand_p[pos], cand_q[pos] = u, p, q
-                for t in range(n_cand):
-                    order[0], order[1], order[2] = 0, cand_p[t], cand_q[t]
-                    _rotation(x, y3, order, 1, 1e-12, 50, R_try)  # centres at the origin
-                    total = _nn_accuracy(x, sc[j], y, pc[i], R_try, rx, total_best)
-                    acc = np.sqrt(total) / max(sc[j], pc[i])
-                    if acc < g_best:
-                        g_best = acc
-                        total_best = total
-                        for a in range(3):
-                            for c in range(3):
-                                R[i, j, a, c] = R_try[a, c]
+                if n_pairs > n_cand and _may_tie(u_out, cand_u[n_cand - 1], e_cap):
+                    # pairs left out whose u ties with the last one's within rounding
+                    n_list = n_cand
+                    for t in range(n_list):
+                        listed[cand_p[t], cand_q[t]] = True
+                    u_n = cand_u[n_list - 1]
+                    e_n = _triangle_error(ref_tri[cand_p[n_list - 1], cand_q[n_list - 1]])
+                    bound_n = 2.0 * np.sqrt(u_n) * e_n + e_n * e_n + _G9 * u_n
+                    for p in range(first, sc[j]):
+                        for q in range(first, sc[j]):
+                            if p == q or listed[p, q]:
+                                continue
+                            u, e = u_all[p, q], _triangle_error(ref_tri[p, q])
+                            # u − u_n ≤ bound_n + 2√u e + e² + γ₉u, without the root
+                            d = u - u_n - bound_n - e * e - _G9 * u
+                            if d <= 0.0 or d * d <= 4.0 * u * e * e:
+                                cand_u[n_cand], cand_p[n_cand], cand_q[n_cand] = u, p, q
+                                n_cand += 1
+                    for t in range(n_list):
+                        listed[cand_p[t], cand_q[t]] = False
+            # align every candidate; a nearest-neighbour sum stops past the best so far
+            g_best = np.inf
+            total_best = np.inf
+            b = 0
+            for t in range(n_cand):
+                order[0], order[1], order[2] = 0, cand_p[t], cand_q[t]
+                dps[t] = _rotation(x, y3, order, 1, 1e-12, 50, R_try[t])  # centres at 0
+                limits[t] = total_best
+                total = _nn_accuracy(x, sc[j], y, pc[i], R_try[t], rx, total_best)
+                totals[t] = total
+                acc = np.sqrt(total) / n_big
+                if acc < g_best:
+                    g_best = acc
+                    total_best = total
+                    b = t
             g[i, j] = g_best
+            # the candidates tied with the best within the accuracies' rounding, 2 E_b
+            order[0], order[1], order[2] = 0, cand_p[b], cand_q[b]
+            tau = 2.0 * _nn_bound(x, y3, order, dps[b], n_big, x_max, g_best)
+            reach = ((g_best + tau) * n_big) ** 2 * (1.0 + 64.0 * _U)
+            tied = 0
+            for a in range(3):
+                for c in range(3):
+                    R[i, j, a, c] = 0.0
+            for t in range(n_cand):
+                if t != b:
+                    total = totals[t]
+                    if total > limits[t]:  # stopped early: a partial sum, ≤ the full one
+                        if not total <= reach:
+                            continue
+                        total = _nn_accuracy(x, sc[j], y, pc[i], R_try[t], rx, np.inf)
+                    if not np.sqrt(total) / n_big - g_best <= tau:
+                        continue
+                tied += 1
+                for a in range(3):
+                    for c in range(3):
+                        R[i, j, a, c] += R_try[t, a, c]
+            if tied == 1:
+                for a in range(3):
+                    for c in range(3):
+                        R[i, j, a, c] = R_try[b, a, c]
+            else:
+                for a in range(3):
+                    for c in range(3):
+                        R[i, j, a, c] /= tied
 
 
 # The core loop calls these names: in pure Python (the oracle) the routines above;
 # _compile() hands the compiled loop the compiled ones instead.
 _rotation = _rotation_py
+_rotation_bound = _rotation_bound_py
 _triangle = _triangle_py
+_triangle_error = _triangle_error_py
+_triangle_error_cap = _triangle_error_cap_py
+_may_tie = _may_tie_py
+_arccos_error = _arccos_error_py
 _nn_accuracy = _nn_accuracy_py
+_nn_bound = _nn_bound_py

@@ -32,6 +32,10 @@ class OAMLM(MultiOutputMixin, BaseEstimator):
     1. Fit: every training environment i is aligned with every reference j
        (a rotation R_ij and an accuracy g_ij, eqs. 2.24–2.26, by the
        ``alignment`` strategy); D_c = {ŷ_i · R_ij t̂_j} and D_g = {g_ij}.
+       Where orderings of a symmetric environment fit equally well, R_ij is the
+       mean of their rotations (:meth:`Alignment.align`), so R_ij t̂_j is the
+       mean of their rotated directions and the predictions rotate with the
+       structure however rounding would have broken the tie.
        Two distance regressions (2.20) map the descriptor distances D_in to
        them: B_c (dot products) and B_g (alignment accuracies), by least
        squares or, with ``epsilon``, by the Huber loss (2.27)–(2.28).
@@ -512,7 +516,11 @@ def _fit_products(alignment, P, S, T, unit, n_jobs, verbose):
 
 
 def _predict_products(alignment, P, S, T):
-    """Rotated reference directions r_j = R_j t̂_j (n, K, 3) and accuracies g (n, K)."""
+    """Rotated reference directions r_j = R_j t̂_j (n, K, 3) and accuracies g (n, K).
+
+    R_j may be the mean of tied orderings' rotations (|r_j| ≤ 1), which is why
+    only this linear use of R is made.
+    """
     R, g = alignment.align(P, S)
     # R t̂ as three broadcast products: 2-3x faster than einsum("nkij,kj->nki", R, T)
     return R[..., 0] * T[:, 0, None] + R[..., 1] * T[:, 1, None] + R[..., 2] * T[:, 2, None], g
