@@ -21,7 +21,7 @@ simulation, as scikit-learn estimators.
 commands:
   demo      train a gold-thiolate force field on the bundled GFN2-xTB ring data with
             one ring size held out, optimize that ring with ML forces on ASE's BFGS
-            and check the result with GFN2-xTB single points (a few minutes)
+            and check the result with GFN2-xTB single points (about a minute)
   train     fit a force field (per atom type: EMLM force norms, OAMLM force
             directions) on extended-XYZ files with forces, and save it
   optimize  optimize a structure file with a saved force field on ASE's BFGS
@@ -76,9 +76,14 @@ def _parser():
     opt.add_argument("--steps", type=int, default=200, help="step limit (default 200)")
     opt.add_argument("--maxstep", type=float, default=0.1, help="Å (default 0.1)")
     opt.add_argument("--schedule", default=None,
-                     help="part-wise rounds, e.g. shell:24,core:12 (paper IV); default all atoms")
+                     help="part-wise rounds, e.g. shell:24,core:12 (paper IV: the ligand shell - "
+                     "unit gold, S, C, H - for 24 steps with the core fixed, then the core gold "
+                     "for 12); default all atoms")
     opt.add_argument("--hessian-reset", default=None,
                      help="reset the Hessian every N steps, or 'round'")
+    opt.add_argument("--max-uncertainty", type=float, default=None,
+                     help="stop a part when an atom's predicted uncertainty (Å, the OAMLM's "
+                     "expected alignment misfit) exceeds this")
     opt.add_argument("--resume", action="store_true", help="continue an interrupted run")
     opt.add_argument("--quiet", action="store_true", help="no progress")
     return parser
@@ -140,6 +145,7 @@ def _optimize(args):
     atoms.calc = None
     result = optimize(atoms, MLMCalculator(ff), fmax=args.fmax, steps=args.steps,
                       maxstep=args.maxstep, schedule=schedule, hessian_reset=reset,
+                      max_uncertainty=args.max_uncertainty,
                       trajectory=args.trajectory, resume=args.resume,
                       verbose=0 if args.quiet else 1)
     print(f"{result.stop_reason}: {result.n_steps} steps, final fmax {result.fmax[-1]:.3f} eV/Å; "

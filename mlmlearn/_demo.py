@@ -53,7 +53,7 @@ def ring_demo(held_out=5, *, stride=16, references=300, steps=200, max_uncertain
         A fitted force field to use instead of fitting one (its training data
         are then not described).
     output : str or path, default="mlmlearn-demo"
-        Folder for the ML trajectory (extxyz), the table and the figures (with
+        Folder for the ML trajectory (extxyz, with its resume checkpoint) and the figures (with
         the ``plot`` extra).
     out : file-like, default=None
         Where the results go; standard output when None.
@@ -98,7 +98,8 @@ def ring_demo(held_out=5, *, stride=16, references=300, steps=200, max_uncertain
     test = held[::10]
     sizes = ", ".join(f"Au{n}" for n in sorted({len(f) // 6 for f in train}))
     print(f"gold-thiolate rings: force field trained on the {sizes} rings ({len(train)} frames, "
-          f"every {stride}th), Au{held_out}(SCH3){held_out} held out", file=out, flush=True)
+          f"every {stride}th, plus all environments of the types that stride leaves rare), "
+          f"Au{held_out}(SCH3){held_out} held out", file=out, flush=True)
 
     ff, fit_seconds = force_field, 0.0
     if ff is None:
@@ -130,7 +131,10 @@ def ring_demo(held_out=5, *, stride=16, references=300, steps=200, max_uncertain
     print(f"held-out Au{held_out}(SCH3){held_out}, {len(modelled)} frames of 3 runs"
           + (f" ({left} with an atom of a type without a model left out)" if left else "")
           + ":", file=out)
-    print(table, file=out, flush=True)
+    print(table, file=out)
+    print("(angle: force-weighted average angle between predicted and GFN2-xTB forces, weights "
+          "|F_ref|²; RMSE and MAE: of the per-atom force-vector error |F_pred - F_ref|)",
+          file=out, flush=True)
 
     md_start = [f for f in held if f.info["temperature_K"] == 600.0][-1].copy()
     md_start.calc = None
@@ -221,18 +225,25 @@ def ring_demo(held_out=5, *, stride=16, references=300, steps=200, max_uncertain
     print(f"GFN2-xTB BFGS from the {'MD frame' if start == 'minimum' else 'same start'}: "
           f"{reference_steps} steps to fmax 0.05 eV/Å{reference_note}; that start is "
           f"{e_start - e_min:.2f} eV above this minimum", file=out)
-    print(f"{'step':>6}{'E_GFN2 - E_min (eV)':>22}{'heavy-atom RMSD (Å)':>22}", file=out)
+    print("GFN2-xTB single points along the ML-BFGS trajectory, against that GFN2 minimum:",
+          file=out)
+    print(f"{'step':>6}{'E_GFN2 - E_min (eV)':>22}{'heavy-atom RMSD to it (Å)':>28}", file=out)
     for i, e, r in zip(check, energies, rmsds, strict=True):
-        print(f"{i:>6}{e:>22.3f}{r:>22.3f}", file=out)
+        print(f"{i:>6}{e:>22.3f}{r:>28.3f}", file=out)
     if failed:
         print(f"(no GFN2-xTB energy at steps {failed}: the SCF did not converge)", file=out)
     drops = np.diff(energies)
     monotonic = bool(np.all(drops[~np.isnan(drops)] <= 0))
     lowest = int(np.nanargmin(energies))
-    print(f"lowest {energies[lowest]:.2f} eV above the GFN2 minimum at step {check[lowest]}, "
-          f"end {energies[-1]:.2f} eV; the energy "
-          f"{'falls monotonically' if monotonic else 'does not fall monotonically'} "
-          "between checks", file=out, flush=True)
+    verdict = (
+        "the GFN2 energy fell at every check" if monotonic else
+        f"the ML forces first lowered the GFN2 energy, from {energies[0]:.2f} to "
+        f"{energies[lowest]:.2f} eV above the minimum (step {check[lowest]}), then raised it to "
+        f"{energies[-1]:.2f} eV. Forces predicted atom by atom are not the gradient of one "
+        "energy, and their errors (the table's RMSE) accumulate along an optimization: the "
+        "structure of the lowest check is the ML result to keep, and a reference calculation "
+        "has to finish it (mlmlearn.applications.hybrid.hybrid_optimize)")
+    print(verdict, file=out, flush=True)
 
     one_thread.restore_original_limits()
     figures = _figures(output, test_env.forces, predicted, ff.atom_types(test_env),
