@@ -43,9 +43,9 @@ time):
 import argparse
 import os
 import time
-import warnings
 
 import numpy as np
+from _common import fit_on_random_environments
 
 from mlmlearn._distances import euclidean_distances
 from mlmlearn.atoms import AtomicEnvironments
@@ -66,21 +66,11 @@ PAPER_IV_SIGMA2 = {"Au_unit": {"direction__sigma2": 0.25}}
 def train(k, seed=0):
     data = load_au25()
     frames = data.frames[:-100]
-    env = AtomicEnvironments(frames)
     ff = ForceField(default_norm_model(references="all"),
                     default_direction_model(references="all"),
                     type_params=PAPER_IV_SIGMA2)
-    labels = ff._labels(env)
-    rng = np.random.default_rng(seed)
-    rows = np.concatenate([
-        rng.choice(np.flatnonzero(labels == t), size=min(k, int((labels == t).sum())),
-                   replace=False)
-        for t in np.unique(labels)])
-    t0 = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ff.fit(env[np.sort(rows)])
-    return ff, time.perf_counter() - t0, data.frames[-1]
+    ff, seconds = fit_on_random_environments(ff, frames, k, seed)
+    return ff, seconds, data.frames[-1]
 
 
 def force_calls(calc, atoms, calls, seed=1):

@@ -26,9 +26,9 @@ import argparse
 import json
 import os
 import time
-import warnings
 
 import numpy as np
+from _common import fit_on_random_environments
 
 SCHEMES = {
     "full": dict(schedule=None, hessian_reset=None),
@@ -40,7 +40,6 @@ SCHEMES = {
 
 
 def train(k, seed=0):
-    from mlmlearn.atoms import AtomicEnvironments
     from mlmlearn.datasets import load_au25
     from mlmlearn.forcefield import ForceField, default_direction_model, default_norm_model
 
@@ -49,21 +48,11 @@ def train(k, seed=0):
     train_runs = {names.index(n) for n in names if not n.endswith("_300K")}
     train_frames = [f for f, r in zip(data.frames, data.run, strict=True) if r in train_runs]
     test_frames = [f for f, r in zip(data.frames, data.run, strict=True) if r not in train_runs]
-    env = AtomicEnvironments(train_frames)
     ff = ForceField(default_norm_model(references="all"),
                     default_direction_model(references="all"),
                     type_params={"Au_unit": {"direction__sigma2": 0.25}})  # paper IV's σ₂
-    labels = ff.atom_types(env)
-    rng = np.random.default_rng(seed)
-    rows = np.concatenate([
-        rng.choice(np.flatnonzero(labels == t), size=min(k, int((labels == t).sum())),
-                   replace=False)
-        for t in np.unique(labels)])
-    t0 = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ff.fit(env[np.sort(rows)])
-    return ff, time.perf_counter() - t0, test_frames
+    ff, seconds = fit_on_random_environments(ff, train_frames, k, seed)
+    return ff, seconds, test_frames
 
 
 def main(argv=None):
