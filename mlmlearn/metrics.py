@@ -22,15 +22,17 @@ Conventions
   dict of columns (``pandas.DataFrame(table.to_dict())`` if pandas is at hand;
   mlmlearn does not need it).
 
-The scorers (``*_scorer``) are :func:`sklearn.metrics.make_scorer` objects for
-``GridSearchCV(scoring=...)`` and ``cross_validate`` with any estimator whose
-``predict`` returns (n, 3) force vectors; errors are negated (greater is better).
+The scorers (``*_scorer``) serve ``GridSearchCV(scoring=...)`` and
+``cross_validate``: the force scorers with any estimator whose ``predict``
+returns (n, 3) force vectors, or a potential's ``predict_forces``
+(:class:`~mlmlearn.forcefield.EMLMPotential`, scored against the forces stored
+in ``X``); :func:`energy_rmse_scorer` with a potential's energies. Errors are
+negated (greater is better).
 """
 
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.metrics import make_scorer
 from sklearn.utils import check_consistent_length
 
 __all__ = [
@@ -45,6 +47,8 @@ __all__ = [
     "force_mae_scorer",
     "cosine_similarity_scorer",
     "angle_scorer",
+    "energy_rmse",
+    "energy_rmse_scorer",
 ]
 
 
@@ -490,15 +494,100 @@ def force_table(y_true, y_pred, types, *, labels=None):
     return ForceTable(tuple(labels) + ("all",), count.astype(int), *numbers)
 
 
+# ------------------------------------------------------------------ energies
+def energy_rmse(y_true, y_pred, *, n_atoms=None):
+    """Root-mean-square energy error, per structure or per atom.
+
+    Parameters
+    ----------
+    y_true, y_pred : array-like of shape (n_structures,)
+        Energies in eV.
+    n_atoms : array-like of shape (n_structures,), default=None
+        Atoms of each structure: the error of each structure is divided by it
+        (eV/atom), the convention for comparing structures of different sizes.
+
+    Returns
+    -------
+    rmse : float
+        eV, or eV/atom with ``n_atoms``.
+
+    Raises
+    ------
+    ValueError
+        If the lengths differ or a value is not finite (naming the argument).
+    """
+    named = {"y_true": y_true, "y_pred": y_pred}
+    if n_atoms is not None:
+        named["n_atoms"] = n_atoms
+    arrays = {}
+    for name, value in named.items():
+        a = np.asarray(value, dtype=float).reshape(-1)
+        if not np.isfinite(a).all():
+            i = int(np.flatnonzero(~np.isfinite(a))[0])
+            raise ValueError(f"{name}[{i}] is {a[i]}")
+        arrays[name] = a
+    _check_lengths(**arrays)
+    err = arrays["y_pred"] - arrays["y_true"]
+    if n_atoms is not None:
+        if np.any(arrays["n_atoms"] <= 0):
+            raise ValueError("n_atoms must be positive")
+        err = err / arrays["n_atoms"]
+    return float(np.sqrt(np.mean(err**2)))
+
+
 # ------------------------------------------------------------------ scorers
-#: ``scoring=force_rmse_scorer``: minus :func:`force_rmse` (greater is better).
-force_rmse_scorer = make_scorer(force_rmse, greater_is_better=False)
+def _reference_forces(X):
+    from .atoms import AtomicEnvironments
+
+    return (X if isinstance(X, AtomicEnvironments) else AtomicEnvironments(list(X))).forces
+
+
+class _ForceScorer:
+    """A force scorer for force models and potentials alike.
+
+    An estimator with ``predict_forces`` (a potential, whose ``predict`` gives
+    energies) is scored on ``predict_forces(X)`` against the forces stored in
+    ``X``'s structures; any other on ``predict(X)`` against ``y`` (or, if
+    ``y`` is None, the forces of ``X``).
+    """
+
+    def __init__(self, metric, sign):
+        self._metric, self._sign = metric, sign
+
+    def __call__(self, estimator, X, y=None, sample_weight=None):
+        if hasattr(estimator, "predict_forces"):
+            return self._sign * self._metric(_reference_forces(X), estimator.predict_forces(X))
+        y_true = _reference_forces(X) if y is None else y
+        return self._sign * self._metric(y_true, estimator.predict(X))
+
+    def __repr__(self):
+        sign = "" if self._sign > 0 else "-"
+        return f"{sign}{self._metric.__name__} scorer"
+
+
+def energy_rmse_scorer(estimator, X, y=None):
+    """Minus the per-atom energy RMSE (eV/atom) of a potential on structures ``X``.
+
+    ``scoring=energy_rmse_scorer`` (greater is better). The reference is ``y``,
+    else the energies stored in ``X``'s structures.
+    """
+    from .atoms import AtomicEnvironments
+
+    env = X if isinstance(X, AtomicEnvironments) else AtomicEnvironments(list(X))
+    y_true = env.structure_energies if y is None else y
+    n_atoms = [len(a) for a in env.structures]
+    return -energy_rmse(y_true, estimator.predict(list(env.structures)), n_atoms=n_atoms)
+
+
+#: ``scoring=force_rmse_scorer``: minus :func:`force_rmse` (greater is better). Scores
+#: ``predict_forces`` of a potential, ``predict`` of a force model.
+force_rmse_scorer = _ForceScorer(force_rmse, -1)
 
 #: ``scoring=force_mae_scorer``: minus :func:`force_mae` (greater is better).
-force_mae_scorer = make_scorer(force_mae, greater_is_better=False)
+force_mae_scorer = _ForceScorer(force_mae, -1)
 
 #: ``scoring=cosine_similarity_scorer``: the mean :func:`cosine_similarity`.
-cosine_similarity_scorer = make_scorer(cosine_similarity)
+cosine_similarity_scorer = _ForceScorer(cosine_similarity, 1)
 
 #: ``scoring=angle_scorer`` in model selection (greater is better: minus the angle).
-angle_scorer = make_scorer(weighted_average_angle, greater_is_better=False)
+angle_scorer = _ForceScorer(weighted_average_angle, -1)

@@ -213,6 +213,46 @@ class SOAP(DescriptorTransformer):
         )
         return rows[env._root_rows]
 
+    def derivatives(self, atoms):
+        """SOAP of every atom of one structure and its analytic gradient in the positions.
+
+        The gradient is dscribe's analytic one with ``attach=True``: each centre
+        moves with its atom, which is what makes it the gradient of
+        :meth:`transform` (with ``attach=False`` it differs from finite differences
+        by 5–22 % for gold-thiolate rings). It is the input of a potential's
+        forces, ``F = −∂E/∂r`` (:class:`~mlmlearn.forcefield.EMLMPotential`).
+
+        Parameters
+        ----------
+        atoms : ase.Atoms
+            One structure; positions in Å.
+
+        Returns
+        -------
+        X : ndarray of shape (n_atoms, n_features_out_)
+            The SOAP rows, as :meth:`transform` gives them for every atom.
+        dX : ndarray of shape (n_atoms, n_atoms, 3, n_features_out_)
+            ``dX[i, j, a] = ∂X[i] / ∂r[j, a]`` in Å⁻¹.
+
+        Raises
+        ------
+        ValueError
+            If ``atoms`` contains an element outside ``species_``.
+
+        Notes
+        -----
+        The array is dense: 1.2 GB for 155 atoms at 2030 features. Most of it is
+        zero (atom ``j`` outside the cutoff of centre ``i``).
+        """
+        check_is_fitted(self, "descriptor_")
+        self._check_species([atoms], [0])
+        dX, X = self.descriptor_.derivatives(
+            atoms, attach=True, method="analytical", return_descriptor=True
+        )
+        n = len(atoms)
+        return (np.asarray(X).reshape(n, self.n_features_out_),
+                np.asarray(dX).reshape(n, n, 3, self.n_features_out_))
+
 
 def _soap_rows(soap, structures, structure_index, atom_index, n_jobs):
     """Rows of the dscribe ``soap`` in the order of ``(structure_index, atom_index)``."""

@@ -12,10 +12,13 @@ from ._forcefield import (
     default_norm_model,
 )
 from ._forces_only import EnergyRequiredError, ForcesOnly
+from ._potential import EMLMPotential, OffsetsNotIdentifiableError, default_descriptor
+from ._repulsion import ZBL
 from ._rigid import remove_net_force
 from ._typing import GOLD_THIOLATE_FAMILIES, UnknownAtomTypeError
 
 __all__ = [
+    "EMLMPotential",
     "EnergyRequiredError",
     "ForceField",
     "ForcesOnly",
@@ -24,6 +27,9 @@ __all__ = [
     "UnknownAtomTypeError",
     "default_direction_model",
     "default_norm_model",
+    "OffsetsNotIdentifiableError",
+    "ZBL",
+    "default_descriptor",
     "remove_net_force",
     "MLMCalculator",
 ]
