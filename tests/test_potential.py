@@ -266,3 +266,41 @@ def test_zbl_needs_inner_below_outer():
 
     with pytest.raises(ValueError, match="inner < outer"):
         ZBL(inner=0.7, outer=0.6).energy_forces(Atoms("H2", positions=[[0, 0, 0], [0, 0, 1]]))
+
+
+def test_calculator_gives_energy_free_energy_per_atom_energies_and_forces(pot, rings):
+    from ase.calculators.calculator import PropertyNotImplementedError
+
+    from mlmlearn.forcefield import MLMCalculator
+
+    atoms = rings[1][0].copy()
+    atoms.calc = MLMCalculator(pot)
+    e, f = pot.energies_forces(atoms)
+    assert atoms.get_potential_energy() == pytest.approx(e.sum(), rel=1e-14)
+    assert atoms.get_potential_energy(force_consistent=True) == atoms.get_potential_energy()
+    np.testing.assert_allclose(atoms.get_potential_energies(), e, rtol=1e-14)
+    np.testing.assert_allclose(atoms.get_forces(), f, rtol=1e-14)
+    # moving an atom invalidates the stored results
+    atoms.positions[0, 0] += 0.05
+    moved = pot.energies_forces(atoms)
+    np.testing.assert_allclose(atoms.get_forces(), moved[1], rtol=1e-14)
+    assert atoms.get_potential_energy() != pytest.approx(e.sum(), rel=1e-12)
+    with pytest.raises(PropertyNotImplementedError, match="stress"):
+        atoms.get_stress()
+    with pytest.raises(PropertyNotImplementedError, match="uncertainty"):
+        atoms.calc.get_uncertainty()
+    with pytest.raises(ValueError, match="energy_model"):
+        MLMCalculator(pot, energy_model=pot)
+
+
+def test_bfgs_on_the_potential_converges_and_lowers_its_energy(pot, rings):
+    from ase.optimize import BFGS
+
+    from mlmlearn.forcefield import MLMCalculator
+
+    atoms = rings[1][1].copy()
+    atoms.calc = MLMCalculator(pot)
+    start = atoms.get_potential_energy()
+    assert BFGS(atoms, logfile=None).run(fmax=0.05, steps=300)
+    assert atoms.get_potential_energy() < start
+    assert np.linalg.norm(atoms.get_forces(), axis=1).max() < 0.05

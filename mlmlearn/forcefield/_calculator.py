@@ -1,4 +1,4 @@
-"""An ASE calculator around a fitted :class:`~mlmlearn.forcefield.ForceField`.
+"""An ASE calculator around a fitted :class:`~mlmlearn.forcefield.ForceField` or potential.
 
 Imports ASE when loaded: ``mlmlearn.forcefield`` loads it on first use of
 ``MLMCalculator``, so a missing ``atoms`` extra is named then.
@@ -16,22 +16,26 @@ __all__ = ["MLMCalculator"]
 
 
 class MLMCalculator(Calculator):
-    """Machine-learned forces (and optionally energies) as an ASE calculator.
+    """Machine-learned forces (and energies) as an ASE calculator.
 
     Parameters
     ----------
-    force_field : ForceField
-        A fitted :class:`~mlmlearn.forcefield.ForceField`; gives ``forces``
-        (eV/Å) and the per-atom ``results["uncertainty"]`` (Å, the direction
-        model's predicted alignment accuracy, see :meth:`ForceField.predict`).
+    force_field : ForceField or EMLMPotential
+        A fitted :class:`~mlmlearn.forcefield.EMLMPotential` gives ``energy``,
+        ``free_energy`` (the same, eV), per-atom ``energies`` and ``forces``
+        (eV/Å, the exact ``−∂E/∂r``): what optimizers, MD and Monte Carlo need.
+        A fitted :class:`~mlmlearn.forcefield.ForceField` gives ``forces`` and
+        the per-atom ``results["uncertainty"]`` (Å, the direction model's
+        predicted alignment accuracy, see :meth:`ForceField.predict`).
     energy_model : regressor, default=None
         A fitted model of whole structures whose ``predict([atoms])`` gives the
         potential energy in eV (paper II: MBTR → scaler → EMLM). With it,
         ``energy`` (and ``free_energy``, the same value) are implemented; the
         energy is not the integral of the forces, which come from
-        ``force_field``. Without it, asking for the energy raises ASE's
-        ``PropertyNotImplementedError``: no energy is made up. Run ASE's
-        optimizers on :class:`~mlmlearn.forcefield.ForcesOnly` then.
+        ``force_field``. Without it, asking a force field for the energy raises
+        ASE's ``PropertyNotImplementedError``: no energy is made up. Run ASE's
+        optimizers on :class:`~mlmlearn.forcefield.ForcesOnly` then. Not
+        allowed with a potential, which has its own energy.
     blas_threads : int or None, default=1
         BLAS threads during a force call; None leaves the process's setting.
         One structure's force call is a few hundred rows, where threads cost
@@ -69,17 +73,31 @@ class MLMCalculator(Calculator):
     def __init__(self, force_field, energy_model=None, *, blas_threads=1, **kwargs):
         from sklearn.utils.validation import check_is_fitted
 
-        check_is_fitted(force_field, "norm_models_")
+        self._potential = hasattr(force_field, "energies_forces")
+        if self._potential:
+            check_is_fitted(force_field, "coef_")
+            if energy_model is not None:
+                raise ValueError(
+                    "energy_model is for a ForceField; a potential's energy is its own")
+        else:
+            check_is_fitted(force_field, "norm_models_")
         super().__init__(**kwargs)
         self.force_field = force_field
         self.energy_model = energy_model
         self.blas_threads = blas_threads
-        # honest per instance: an energy only with an energy model
-        self.implemented_properties = (
-            ["forces"] if energy_model is None else ["energy", "free_energy", "forces"])
+        # honest per instance: an energy only with an energy model or a potential
+        if self._potential:
+            self.implemented_properties = ["energy", "free_energy", "energies", "forces"]
+        else:
+            self.implemented_properties = (
+                ["forces"] if energy_model is None else ["energy", "free_energy", "forces"])
 
     def calculate(self, atoms=None, properties=("forces",), system_changes=all_changes):
         missing = [p for p in properties if p not in self.implemented_properties]
+        if missing and self._potential:
+            raise PropertyNotImplementedError(
+                f"MLMCalculator has no {missing[0]!r} for a potential; it gives "
+                f"{self.implemented_properties}")
         if missing:
             raise PropertyNotImplementedError(
                 f"MLMCalculator has no {missing[0]!r}: it was built without an energy "
@@ -89,6 +107,13 @@ class MLMCalculator(Calculator):
 
         # one structure is a few hundred rows: BLAS threads cost more than they give
         # (a 30-atom ring on 2 busy cores: 0.027 s per call on one thread, 0.14 s on two)
+        if self._potential:
+            with threadpool_limits(self.blas_threads, "blas"):
+                energies, forces = self.force_field.energies_forces(self.atoms)
+            self.results["energies"] = energies
+            self.results["energy"] = self.results["free_energy"] = float(energies.sum())
+            self.results["forces"] = forces
+            return
         with threadpool_limits(self.blas_threads, "blas"):
             forces, uncertainty = self.force_field.predict(self.atoms, return_uncertainty=True)
         self.results["forces"] = forces
@@ -100,10 +125,15 @@ class MLMCalculator(Calculator):
     def get_uncertainty(self, atoms=None):
         """Per-atom uncertainty (Å) of the forces of ``atoms``, computed if needed.
 
+        Only a :class:`ForceField` has one (ASE's ``PropertyNotImplementedError``
+        otherwise).
+
         Returns
         -------
         uncertainty : ndarray of shape (n_atoms,)
             A copy of ``results["uncertainty"]``.
         """
+        if self._potential:
+            raise PropertyNotImplementedError("a potential gives no force uncertainty")
         self.get_property("forces", atoms)
         return self.results["uncertainty"].copy()
