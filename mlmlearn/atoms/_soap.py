@@ -242,7 +242,9 @@ class SOAP(DescriptorTransformer):
         Notes
         -----
         The array is dense: 1.2 GB for 155 atoms at 2030 features. Most of it is
-        zero (atom ``j`` outside the cutoff of centre ``i``).
+        zero (atom ``j`` outside the cutoff of centre ``i``);
+        :meth:`sparse_derivatives` gives the nonzero pairs only, several times
+        faster. This method stays as its oracle.
         """
         check_is_fitted(self, "descriptor_")
         self._check_species([atoms], [0])
@@ -252,6 +254,92 @@ class SOAP(DescriptorTransformer):
         n = len(atoms)
         return (np.asarray(X).reshape(n, self.n_features_out_),
                 np.asarray(dX).reshape(n, n, 3, self.n_features_out_))
+
+    def sparse_derivatives(self, atoms):
+        """SOAP of every atom of one structure and its gradient over the pairs within the cutoff.
+
+        The same analytic gradient as :meth:`derivatives` (dscribe's GTO
+        basis, each centre moving with its atom), for the (centre, atom) pairs
+        where it can be nonzero only: the atom itself, and every atom with an
+        image within ``r_cut + padding`` of the centre, where dscribe's padding
+        ``σ √(−2 ln 10⁻³)`` (0.93 Å at σ = 0.25 Å) extends the cutoff so that
+        the Gaussians of the atom density have decayed to 10⁻³ at ``r_cut``.
+        For Au25(SCH3)18 (115 atoms, 544 features) that is 19 % of the pairs,
+        33 MB instead of 173 MB, and about a fifth of the time; it also works
+        for periodic structures, where dscribe has no analytic derivatives.
+        The expansion and the power spectrum's derivative are computed by this
+        package's compiled kernels (``mlmlearn.atoms._soap_gradient``) with
+        dscribe's constants, neighbour test and feature order.
+
+        Parameters
+        ----------
+        atoms : ase.Atoms
+            One structure; positions in Å. With ``periodic=True`` its cell and
+            ``pbc`` define the images (all of them within the cutoff, however
+            small the cell).
+
+        Returns
+        -------
+        X : ndarray of shape (n_atoms, n_features_out_)
+            The SOAP rows, exactly as :meth:`transform` gives them for every
+            atom (same dtype).
+        centre, atom : ndarray of shape (n_pairs,), int64
+            Every pair ``(i, j)`` whose derivative can be nonzero, sorted by
+            centre, then atom; every ``(i, i)`` is among them.
+        dX : ndarray of shape (n_pairs, 3, n_features_out_), float64
+            ``dX[p, a] = ∂X[centre[p]] / ∂r[atom[p], a]`` in Å⁻¹. Pairs not
+            listed have a zero derivative.
+
+        Raises
+        ------
+        ValueError
+            If ``atoms`` contains an element outside ``species_``, or the
+            descriptor has ``rbf="polynomial"`` or a ``weighting`` (no analytic
+            derivatives for those).
+
+        Notes
+        -----
+        Equal to :meth:`derivatives` up to rounding except where dscribe drops a
+        term of the power spectrum's derivative whose two coefficients are both
+        below 1e-8 in absolute value (atoms near the cutoff); this method keeps
+        every term, so it is the exact gradient of :meth:`transform`'s rows
+        (differences up to ~1e-9 of a centre's largest derivative on gold
+        thiolates). The potential's force on atom ``j`` is
+        ``−Σ_p [atom[p] = j] dX[p] · ∂E/∂X[centre[p]]``.
+
+        Examples
+        --------
+        >>> from ase.build import molecule
+        >>> soap = SOAP(r_cut=3.0, n_max=2, l_max=1).fit([molecule("C2H6")])
+        >>> X, centre, atom, dX = soap.sparse_derivatives(molecule("C2H6"))
+        >>> X.shape, dX.shape[1:], bool((centre == atom).sum() == 8)
+        ((8, 20), (3, 20), True)
+        """
+        from . import _soap_gradient
+
+        check_is_fitted(self, "descriptor_")
+        self._check_species([atoms], [0])
+        if self.rbf != "gto":
+            raise ValueError(f"sparse_derivatives needs rbf='gto', got rbf={self.rbf!r}: dscribe "
+                             "has no analytic derivatives of the polynomial basis")
+        if self.weighting:
+            raise ValueError(f"sparse_derivatives needs weighting=None, got "
+                             f"weighting={self.weighting!r}: no analytic derivatives with a "
+                             "radial weighting")
+        n = len(atoms)
+        X = _soap_rows(self.descriptor_, [atoms], np.zeros(n, dtype=np.int64),
+                       np.arange(n), 1)
+        constants = _soap_gradient.gto_constants(
+            float(self.r_cut), int(self.n_max), int(self.l_max), float(self.sigma))
+        atomic_numbers = import_optional("ase.data", purpose="SOAP").atomic_numbers
+        known = np.array(sorted(atomic_numbers[s] for s in self.species_))
+        periodic = bool(self.periodic) and bool(np.any(atoms.pbc))
+        expansion = _soap_gradient.soap_expansion(
+            atoms.positions, np.searchsorted(known, atoms.numbers), len(known), constants,
+            cell=np.asarray(atoms.cell) if periodic else None,
+            pbc=np.asarray(atoms.pbc) if periodic else None)
+        centre, atom, dX = _soap_gradient.sparse_soap_derivatives(expansion, constants)
+        return X, centre, atom, dX
 
 
 def _soap_rows(soap, structures, structure_index, atom_index, n_jobs):
