@@ -18,7 +18,25 @@ from importlib import resources
 
 import numpy as np
 
-__all__ = ["AU25_RUNS", "load_alkanes", "load_gold_thiolate_rings", "load_au25", "pack"]
+__all__ = [
+    "AU25_RUNS",
+    "KINDS",
+    "isolated_atom_energies",
+    "load_alkanes",
+    "load_gold_thiolate_rings",
+    "load_au25",
+    "pack",
+]
+
+#: What the ring and Au25 loaders' ``kind`` selects: MD frames, frames of reference
+#: relaxation paths, or both.
+KINDS = ("md", "relaxation", "all")
+
+#: The archive of reference relaxations of each MD data set.
+_RELAXATIONS = {
+    "gold_thiolate_rings": "gold_thiolate_ring_relaxations",
+    "au25": "au25_relaxations",
+}
 
 
 def pack(paths, output, *, metadata):
@@ -221,10 +239,15 @@ def _integer_charges(charges):
     return whole.astype(np.int8)
 
 
-def _load(name, include_broken, runs=None):
+def _archive(name):
     ref = resources.files("mlmlearn.datasets").joinpath("data", f"{name}.npz")
     if not ref.is_file():  # pragma: no cover - a broken installation
         raise FileNotFoundError(f"bundled data set {name!r} is missing from {os.fspath(ref)}")
+    return ref
+
+
+def _load(name, include_broken, runs=None):
+    ref = _archive(name)
     with resources.as_file(ref) as path:
         return load_archive(path, include_broken=include_broken, runs=runs)
 
@@ -287,13 +310,53 @@ def load_alkanes(*, include_broken=False):
     return _load("alkanes", include_broken)
 
 
-def load_gold_thiolate_rings(*, include_broken=False):
-    """Au4(SCH3)4…Au8(SCH3)8 rings, GFN2-xTB Langevin MD at 300, 600 and 900 K.
+def load_gold_thiolate_rings(*, kind="md", include_broken=False):
+    """Au4(SCH3)4…Au8(SCH3)8 rings by GFN2-xTB: Langevin MD and reference relaxations.
 
-    Start structures from :func:`gold_thiolate_ring`; see ``metadata`` for the
-    exact settings. Returns a Bunch as :func:`load_alkanes` (every run is
-    ``"train"``). In 38 of the 3 015 frames (Au5 at 900 K, steps 316–400) a
+    ``kind="md"`` (the default, what this loader has always returned): Langevin
+    MD at 300, 600 and 900 K from :func:`gold_thiolate_ring` starts; every run
+    is ``"train"``. In 38 of the 3 015 frames (Au5 at 900 K, steps 316–400) a
     hydrogen has left its methyl; they are left out unless ``include_broken``.
+
+    ``kind="relaxation"``: ASE BFGS paths to fmax 0.02 eV/Å, every step kept
+    (recipe :data:`~mlmlearn.datasets._recipes.RING_RELAXATIONS`), started from
+    every 20th frame of the run ``"Au5(SCH3)5_600K"`` (steps 0, 40, …, 400; the
+    held-out test run, ``split == "test"``), from the built rings (``source_run``
+    ``"built"``, ``source_step`` -1) and from frames of every other MD run. Each
+    path is one entry of ``run_names``; ``metadata["runs"]`` gives its source,
+    whether and how it ended (``status``: ``"converged"``, ``"max_steps"`` or
+    ``"diverged"``), the largest force reached and any failed single points.
+    GFN2-xTB pulls the Au6–Au8 rings, once nearly relaxed, into a collapse of
+    their gold atoms (an artifact of the method, see the data README): such
+    paths are ``"diverged"`` and hold their frames up to the one with the
+    smallest largest force. ``kind="all"``: MD frames, then relaxation frames.
+
+    Parameters
+    ----------
+    kind : {"md", "relaxation", "all"}, default="md"
+        Which frames.
+    include_broken : bool, default=False
+        See :func:`load_alkanes`.
+
+    Returns
+    -------
+    data : sklearn.utils.Bunch
+        As :func:`load_alkanes`, with per-frame ``kind`` (``"md"`` or
+        ``"relaxation"``), ``source_run`` (the MD run a relaxation started from,
+        ``"built"`` for a built ring, an MD frame's own run) and ``source_step``
+        (its step; -1 for built). Relaxation frames have ``step`` = optimizer
+        step and ``temperature_K`` 0. ``run`` indexes ``run_names`` (MD runs,
+        then relaxation paths), ``index`` is the frame's position in the archive
+        of its kind, and ``metadata`` is the archive's (for ``"all"``, a dict
+        ``{"md": ..., "relaxation": ...}``). The frames' ``info`` also holds
+        ``kind``, ``source_run`` and ``source_step``.
+
+    Raises
+    ------
+    ValueError
+        If ``kind`` is not one of ``KINDS``.
+    ModuleNotFoundError
+        Without ase (mlmlearn's ``atoms`` extra), naming the extra.
 
     Notes
     -----
@@ -308,8 +371,17 @@ def load_gold_thiolate_rings(*, include_broken=False):
     ['C4H12Au4S4', 'C5H15Au5S5']
     >>> len(data.frames), data.n_broken
     (2977, 38)
+
+    Training frames without the held-out run, relaxations included:
+
+    >>> data = load_gold_thiolate_rings(kind="all")
+    >>> train = data.source_run != "Au5(SCH3)5_600K"
+    >>> sorted(set(data.kind[train].tolist()))
+    ['md', 'relaxation']
+    >>> bool(np.all(data.temperature_K[data.kind == "relaxation"] == 0.0))
+    True
     """
-    return _load("gold_thiolate_rings", include_broken)
+    return _load_kind("gold_thiolate_rings", kind, include_broken)
 
 
 #: The runs of the Au25 archive that :func:`load_au25`'s ``runs`` shortcuts name.
@@ -319,8 +391,8 @@ AU25_RUNS = {
 }
 
 
-def load_au25(*, runs="heating", include_broken=False):
-    """Au25(SCH3)18⁻ by GFN1-xTB Langevin MD: a heating run and two fixed-temperature runs.
+def load_au25(*, runs="heating", kind="md", include_broken=False):
+    """Au25(SCH3)18⁻ by GFN1-xTB: Langevin MD runs and reference relaxations.
 
     Three independent runs from the optimized cluster, every frame charge −1:
 
@@ -343,12 +415,23 @@ def load_au25(*, runs="heating", include_broken=False):
     ``run`` holds out each run in turn (see the example). One heating frame
     (step 838, a C–H stretched to 1.65 Å) is left out unless ``include_broken``.
 
+    ``kind="relaxation"`` gives ASE BFGS paths of the cluster to fmax
+    0.05 eV/Å, every step kept (recipe
+    :data:`~mlmlearn.datasets._recipes.AU25_RELAXATIONS`), started from frames
+    of the heating run and of the 500 K run, never of the 300 K run (the
+    independent test run); their ``split`` is ``"train"``. ``kind="all"``
+    gives the MD frames of ``runs`` followed by every relaxation path.
+
     Parameters
     ----------
     runs : {"heating", "fixed_temperature", "all"} or sequence of str, default="heating"
-        Which runs: the heating run (600 intact frames, what this loader has
+        Which MD runs: the heating run (600 intact frames, what this loader has
         always returned), the two fixed-temperature runs (702 frames), all
-        three (1 302 frames), or run names from the table.
+        three (1 302 frames), or run names from the table. It selects MD frames
+        only: ``kind="relaxation"`` and ``"all"`` always give every relaxation
+        path (select them by ``source_run``).
+    kind : {"md", "relaxation", "all"}, default="md"
+        Which frames, as in :func:`load_gold_thiolate_rings`.
     include_broken : bool, default=False
         See :func:`load_alkanes`.
 
@@ -358,12 +441,15 @@ def load_au25(*, runs="heating", include_broken=False):
         As :func:`load_alkanes`: ``run_names`` lists the selected runs in the
         table's order and ``run`` indexes it; ``temperature_K`` is the
         thermostat's target (the kinetic temperature runs above it, see the
-        data README); ``n_broken`` counts the broken frames of the selected runs.
+        data README); ``n_broken`` counts the broken frames of the selected runs;
+        per-frame ``kind``, ``source_run`` and ``source_step`` as in
+        :func:`load_gold_thiolate_rings`.
 
     Raises
     ------
     ValueError
-        If ``runs`` is neither a shortcut nor run names of the table.
+        If ``runs`` is neither a shortcut nor run names of the table, or
+        ``kind`` is not one of ``KINDS``.
     ModuleNotFoundError
         Without ase (mlmlearn's ``atoms`` extra), naming the extra.
 
@@ -399,6 +485,15 @@ def load_au25(*, runs="heating", include_broken=False):
     Au25(SCH3)18_heating 10800 test, 12636 train
     Au25(SCH3)18_500K 6318 test, 17118 train
     Au25(SCH3)18_300K 6318 test, 17118 train
+
+    Relaxation paths end with smaller forces than they start:
+
+    >>> relax = load_au25(kind="relaxation")
+    >>> sorted(set(relax.source_run.tolist()))
+    ['Au25(SCH3)18_500K', 'Au25(SCH3)18_heating']
+    >>> first, last = relax.frames[0], relax.frames[relax.metadata["runs"][0]["n_frames"] - 1]
+    >>> bool(np.abs(last.get_forces()).max() < np.abs(first.get_forces()).max())
+    True
     """
     if isinstance(runs, str):
         if runs == "all":
@@ -414,4 +509,101 @@ def load_au25(*, runs="heating", include_broken=False):
             )
     else:
         names = list(runs)
-    return _load("au25", include_broken, runs=names)
+    return _load_kind("au25", kind, include_broken, runs=names)
+
+
+def _load_kind(name, kind, include_broken, runs=None):
+    """MD frames of data set ``name`` (of ``runs``), its relaxation frames, or both."""
+    if kind not in KINDS:
+        raise ValueError(f"kind={kind!r} is not one of {KINDS}")
+    parts = []
+    if kind in ("md", "all"):
+        md = _load(name, include_broken, runs=runs)
+        md.kind = np.full(len(md.frames), "md")
+        md.source_run = np.array([md.run_names[r] for r in md.run], dtype=str)
+        md.source_step = md.step.copy()
+        parts.append(md)
+    if kind in ("relaxation", "all"):
+        relax = _load(_RELAXATIONS[name], include_broken)
+        runs_meta = relax.metadata["runs"]
+        ordered = [next(r for r in runs_meta if r["name"] == n) for n in relax.run_names]
+        relax.kind = np.full(len(relax.frames), "relaxation")
+        relax.source_run = np.array([ordered[r]["source_run"] for r in relax.run], dtype=str)
+        relax.source_step = np.array(
+            [ordered[r]["source_step"] for r in relax.run], dtype=relax.step.dtype
+        )
+        parts.append(relax)
+    for part in parts:
+        for atoms, k, run, step in zip(
+            part.frames, part.kind, part.source_run, part.source_step, strict=True
+        ):
+            atoms.info.update(kind=str(k), source_run=str(run), source_step=int(step))
+    if len(parts) == 1:
+        return parts[0]
+    return _concatenate(*parts)
+
+
+def _concatenate(md, relax):
+    """One Bunch of the MD frames ``md`` followed by the relaxation frames ``relax``."""
+    from sklearn.utils import Bunch
+
+    arrays = ("energy", "step", "temperature_K", "split", "charge", "intact", "index", "kind",
+              "source_run", "source_step")
+    out = {key: np.concatenate([md[key], relax[key]]) for key in arrays}
+    return Bunch(
+        frames=md.frames + relax.frames,
+        run=np.concatenate([md.run, relax.run + len(md.run_names)]),
+        run_names=md.run_names + relax.run_names,
+        problems=md.problems + relax.problems,
+        n_broken=md.n_broken + relax.n_broken,
+        metadata={"md": md.metadata, "relaxation": relax.metadata},
+        DESCR=md.DESCR + "\n\n" + relax.DESCR,
+        **out,
+    )
+
+
+def isolated_atom_energies(method="GFN2-xTB"):
+    """Energies (eV) of isolated neutral H, C, S and Au atoms, as stored with the bundled data.
+
+    Read from the metadata of the relaxation archive computed with ``method``
+    (GFN2-xTB: the rings'; GFN1-xTB: Au25's), never computed here. Each atom is
+    a tblite single point in vacuum, neutral, in its ground-state spin
+    multiplicity (H and Au doublets, C and S triplets; no spin polarization),
+    at tblite's default electronic temperature of 300 K — recipe
+    :data:`~mlmlearn.datasets._recipes.ISOLATED_ATOMS`, recomputed by
+    :func:`~mlmlearn.datasets._recipes.compute_isolated_atom_energies`.
+    Subtracting ``sum(energies[element] for each atom)`` from a structure's
+    energy gives its atomization energy, which fixes the per-element energy
+    offsets a model fitted on (AuSCH3)n compositions alone cannot identify.
+
+    Parameters
+    ----------
+    method : {"GFN2-xTB", "GFN1-xTB"}, default="GFN2-xTB"
+
+    Returns
+    -------
+    energies : dict of str to float
+        Element symbol to energy in eV.
+
+    Raises
+    ------
+    ValueError
+        If ``method`` is not one of the two.
+
+    Examples
+    --------
+    >>> energies = isolated_atom_energies("GFN2-xTB")
+    >>> sorted(energies)
+    ['Au', 'C', 'H', 'S']
+    >>> round(energies["H"], 3)
+    -10.707
+    """
+    archives = {"GFN2-xTB": "gold_thiolate_ring_relaxations", "GFN1-xTB": "au25_relaxations"}
+    if method not in archives:
+        raise ValueError(f"method={method!r} is not one of {sorted(archives)}")
+    with resources.as_file(_archive(archives[method])) as path, np.load(path) as data:
+        metadata = json.loads(str(data["metadata"]))
+    stored = metadata["isolated_atom_energies"]
+    if stored["method"] != method:  # pragma: no cover - a mispacked archive
+        raise ValueError(f"{archives[method]}.npz holds {stored['method']} atoms, not {method}")
+    return {element: float(e) for element, e in stored["energies_eV"].items()}

@@ -11,6 +11,8 @@ the source tree).
 
 import os
 
+import numpy as np
+
 __all__ = [
     "ALKANES",
     "RINGS",
@@ -20,6 +22,14 @@ __all__ = [
     "generate_gold_thiolate_rings",
     "generate_au25",
     "generate_au25_fixed_temperature",
+    "RING_RELAXATIONS",
+    "AU25_RELAXATIONS",
+    "ISOLATED_ATOMS",
+    "ring_relaxation_starts",
+    "au25_relaxation_starts",
+    "generate_gold_thiolate_ring_relaxations",
+    "generate_au25_relaxations",
+    "compute_isolated_atom_energies",
 ]
 
 #: Paper III's protocol: three independent NVE runs per molecule, runs 1–2 train, run 3 test.
@@ -258,3 +268,221 @@ def generate_au25_fixed_temperature(
         )
         paths.append(path)
     return paths
+
+
+#: Reference BFGS paths of the rings, every step kept, so that models see small forces.
+#: Starts: every 20th stored frame of the held-out run (its steps 0, 40, ..., 400, the test
+#: reference), the built rings, and frames of every other MD run at ``md_steps`` (the
+#: nearest intact frame at or before each, as hot frames may be broken), in that order of
+#: priority. A single point that fails (SCF not converged, or no result within
+#: ``timeout_s``) is retried from the last good frame with the same Hessian and half the
+#: failed step's largest displacement as ``maxstep`` (at least ``min_maxstep_A``), and the
+#: path is given up after ``max_failures`` failures. A path whose largest force rises above
+#: ``divergence_eV_per_A[1]`` after it had been below ``divergence_eV_per_A[0]`` is stopped
+#: there ("diverged"): GFN2-xTB pulls some nearly relaxed Au6-Au8 rings into a collapse of
+#: their gold atoms where the energy falls by eV per step under 5-20 eV/A forces until the
+#: SCF fails (an artifact of the method on compact gold, see the data README).
+RING_RELAXATIONS = {
+    "method": "GFN2-xTB",
+    "charge": 0,
+    "calculator": {"electronic_temperature": 300.0, "max_iterations": 250},
+    "optimizer": "BFGS",
+    "fmax_eV_per_A": 0.02,
+    "max_steps": 300,
+    "maxstep_A": 0.1,
+    "timeout_s": 120.0,
+    "max_failures": 4,
+    "min_maxstep_A": 0.005,
+    "divergence_eV_per_A": (0.5, 2.0),
+    "held_out_run": "Au5(SCH3)5_600K",
+    "held_out_steps": tuple(range(0, 401, 40)),
+    "n_gold": (4, 5, 6, 7, 8),
+    "md_steps": (400, 200, 100, 300),
+}
+
+#: Reference BFGS paths of Au25(SCH3)18- (GFN1-xTB), from frames of the heating run and of
+#: the 500 K run (never of the 300 K run, the independent test run). Failures as for
+#: :data:`RING_RELAXATIONS`.
+AU25_RELAXATIONS = {
+    "method": "GFN1-xTB",
+    "charge": -1,
+    "calculator": {"electronic_temperature": 300.0, "max_iterations": 250},
+    "optimizer": "BFGS",
+    "fmax_eV_per_A": 0.05,
+    "max_steps": 200,
+    "maxstep_A": 0.1,
+    "timeout_s": 600.0,
+    "max_failures": 4,
+    "min_maxstep_A": 0.005,
+    "divergence_eV_per_A": (0.5, 2.0),
+    "starts": (
+        ("Au25(SCH3)18_500K", 700),
+        ("Au25(SCH3)18_heating", 400),
+        ("Au25(SCH3)18_heating", 800),
+    ),
+}
+
+#: Single atoms in vacuum: neutral, in their ground-state spin multiplicity (Hund's rule:
+#: H and Au doublets, C and S triplets; tblite's ``multiplicity``, no spin polarization),
+#: tblite's default electronic temperature (300 K) and accuracy.
+ISOLATED_ATOMS = {
+    "elements": ("H", "C", "S", "Au"),
+    "multiplicity": {"H": 2, "C": 3, "S": 3, "Au": 2},
+    "electronic_temperature": 300.0,
+    "methods": ("GFN2-xTB", "GFN1-xTB"),
+}
+
+
+def _relaxation_calculator(settings):
+    """A picklable factory of the tblite calculator of a relaxation recipe."""
+    import functools
+
+    from .._optional import import_optional
+
+    TBLite = import_optional("tblite.ase", purpose="xTB reference data").TBLite
+    return functools.partial(
+        TBLite,
+        method=settings["method"],
+        charge=settings["charge"],
+        verbosity=0,
+        **settings.get("calculator", {}),
+    )
+
+
+def _md_start(data, run_name, step):
+    """The intact frame of MD run ``run_name`` at ``step`` or, if broken, the last before it."""
+    run = data.run_names.index(run_name)
+    candidates = np.flatnonzero((data.run == run) & data.intact & (data.step <= step))
+    if len(candidates) == 0:
+        raise ValueError(f"MD run {run_name!r} has no intact frame at or before step {step}")
+    k = candidates[np.argmax(data.step[candidates])]
+    return data.frames[k], int(data.step[k])
+
+
+def ring_relaxation_starts(settings=RING_RELAXATIONS):
+    """The start structures of the ring relaxations, in order of priority.
+
+    Returns
+    -------
+    starts : list of (str, ase.Atoms, str, int)
+        ``(name, atoms, source_run, source_step)``: the path's name (its file stem),
+        the start structure, and the MD run and step it was taken from
+        (``"built"`` and -1 for :func:`gold_thiolate_ring`).
+    """
+    from ._builders import gold_thiolate_ring
+    from ._bundled import load_gold_thiolate_rings
+
+    data = load_gold_thiolate_rings(include_broken=True)
+    starts = []
+    held_out = settings["held_out_run"]
+    for step in settings["held_out_steps"]:
+        atoms, used = _md_start(data, held_out, step)
+        starts.append((f"{held_out}_step{used:03d}", atoms, held_out, used))
+    for n in settings["n_gold"]:
+        starts.append((f"built_Au{n}(SCH3){n}", gold_thiolate_ring(n), "built", -1))
+    for step in settings["md_steps"]:
+        for run_name in data.run_names:
+            if run_name == held_out:
+                continue
+            atoms, used = _md_start(data, run_name, step)
+            starts.append((f"{run_name}_step{used:03d}", atoms, run_name, used))
+    return starts
+
+
+def _relax_all(starts, directory, settings, only=None):
+    from ._relax import run_relaxation
+
+    os.makedirs(directory, exist_ok=True)
+    calculator = _relaxation_calculator(settings)
+    paths = []
+    for name, atoms, source_run, source_step in starts:
+        if only is not None and name not in only:
+            continue
+        path = os.path.join(directory, f"{name}.extxyz")
+        summary = run_relaxation(
+            atoms,
+            calculator,
+            path,
+            fmax=settings["fmax_eV_per_A"],
+            max_steps=settings["max_steps"],
+            maxstep=settings["maxstep_A"],
+            source_run=source_run,
+            source_step=source_step,
+            timeout=settings["timeout_s"],
+            max_failures=settings["max_failures"],
+            min_maxstep=settings["min_maxstep_A"],
+            divergence=settings.get("divergence_eV_per_A"),
+        )
+        print(
+            f"{name}: {summary['status']} after {summary['n_steps']} steps, fmax "
+            f"{summary['fmax_reached']:.3f} eV/A, {len(summary['failures'])} failures, "
+            f"{summary['wall_time_s']:.0f} s",
+            flush=True,
+        )
+        paths.append(path)
+    return paths
+
+
+def generate_gold_thiolate_ring_relaxations(directory, *, settings=RING_RELAXATIONS, only=None):
+    """GFN2-xTB BFGS paths of the rings from :func:`ring_relaxation_starts`, every step kept.
+
+    One extxyz file per path (``<source run>_step<step>.extxyz`` or
+    ``built_Au<n>(SCH3)<n>.extxyz``) with a ``.summary.json`` beside it once the
+    path has ended; resumable (see :func:`~mlmlearn.datasets._relax.run_relaxation`:
+    an interrupted path continues exactly, from its last frame and BFGS's restart
+    file). ``only`` (a set of path names) runs only those. Returns the paths run.
+    """
+    return _relax_all(ring_relaxation_starts(settings), directory, settings, only)
+
+
+def generate_au25_relaxations(directory, *, settings=AU25_RELAXATIONS, only=None):
+    """GFN1-xTB BFGS paths of Au25(SCH3)18- from frames of the bundled MD runs.
+
+    Starts are ``settings["starts"]`` (run name, step) of :func:`load_au25`'s
+    archive; otherwise as :func:`generate_gold_thiolate_ring_relaxations`.
+    """
+    return _relax_all(au25_relaxation_starts(settings), directory, settings, only)
+
+
+def au25_relaxation_starts(settings=AU25_RELAXATIONS):
+    """The start structures of the Au25 relaxations, as :func:`ring_relaxation_starts`."""
+    from ._bundled import load_au25
+
+    data = load_au25(runs="all", include_broken=True)
+    starts = []
+    for run_name, step in settings["starts"]:
+        atoms, used = _md_start(data, run_name, step)
+        starts.append((f"{run_name}_step{used:03d}", atoms, run_name, used))
+    return starts
+
+
+def compute_isolated_atom_energies(method, *, settings=ISOLATED_ATOMS):
+    """Energies (eV) of single neutral atoms with tblite, as stored in the relaxation archives.
+
+    Parameters
+    ----------
+    method : {"GFN2-xTB", "GFN1-xTB"}
+    settings : dict, default=ISOLATED_ATOMS
+        ``elements``, their ``multiplicity`` and the ``electronic_temperature`` (K).
+
+    Returns
+    -------
+    energies : dict of str to float
+        Element symbol to energy in eV.
+    """
+    from .._optional import import_optional
+
+    Atoms = import_optional("ase", purpose="compute_isolated_atom_energies").Atoms
+    TBLite = import_optional("tblite.ase", purpose="compute_isolated_atom_energies").TBLite
+    energies = {}
+    for element in settings["elements"]:
+        atoms = Atoms(element, positions=[[0.0, 0.0, 0.0]])
+        atoms.calc = TBLite(
+            method=method,
+            charge=0,
+            multiplicity=settings["multiplicity"][element],
+            electronic_temperature=settings["electronic_temperature"],
+            verbosity=0,
+        )
+        energies[element] = float(atoms.get_potential_energy())
+    return energies

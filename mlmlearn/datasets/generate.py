@@ -8,6 +8,16 @@ trajectories into an archive the loaders read::
     python -m mlmlearn.datasets.generate rings --workdir md/rings --output gold_thiolate_rings.npz
     python -m mlmlearn.datasets.generate au25 --start au25_sch3_18.xyz \\
         --workdir md/au25 --output au25.npz
+    python -m mlmlearn.datasets.generate ring-relaxations --workdir relax/rings \\
+        --output gold_thiolate_ring_relaxations.npz
+    python -m mlmlearn.datasets.generate au25-relaxations --workdir relax/au25 \\
+        --output au25_relaxations.npz
+
+The relaxation recipes (:data:`~mlmlearn.datasets._recipes.RING_RELAXATIONS`,
+:data:`~mlmlearn.datasets._recipes.AU25_RELAXATIONS`) start from frames of the
+bundled MD archives, write one extxyz file per BFGS path and pack the finished
+paths with the isolated-atom energies of their method; ``--pack-only`` packs
+what the work directory holds (metadata ``partial`` names the paths missing).
 
 ``au25`` runs the heating run (:data:`~mlmlearn.datasets._recipes.AU25`) and the
 independent fixed-temperature runs
@@ -21,6 +31,8 @@ Set ``OMP_NUM_THREADS=1``: xTB on these system sizes is not faster with more thr
 
 import argparse
 import time
+
+import numpy as np
 
 from . import _recipes
 from ._bundled import pack
@@ -47,6 +59,27 @@ DESCRIPTIONS = {
         "'Au25(SCH3)18_500K', held at 300 K and 500 K for 700 steps (seeds 25300 and 25500, "
         "split 'test'), runs a model trained on the others never saw."
     ),
+    "ring-relaxations": (
+        "Gold-thiolate rings Au_n(SCH3)_n, n = 4..8, GFN2-xTB (tblite) reference relaxations: "
+        "ASE BFGS (maxstep 0.1 A) to fmax 0.02 eV/A, at most 300 steps, every step kept. "
+        "Starts: every 20th frame of the MD run Au5(SCH3)5_600K (steps 0, 40, ..., 400; the "
+        "held-out test run, split 'test'), the built rings (source_run 'built'), and frames "
+        "of every other MD run of gold_thiolate_rings.npz (split 'train'). Paths GFN2-xTB "
+        "pulls into a collapse of the gold atoms (Au6-Au8) are 'diverged' and kept up to "
+        "their frame of smallest largest force. Isolated-atom energies in the metadata."
+    ),
+    "au25-relaxations": (
+        "Au25(SCH3)18 anion (charge -1), GFN1-xTB (tblite) reference relaxations: ASE BFGS "
+        "(maxstep 0.1 A) to fmax 0.05 eV/A, at most 200 steps, every step kept, from frames "
+        "of the heating run and of the 500 K run of au25.npz (never of the 300 K test run). "
+        "Isolated-atom energies in the metadata."
+    ),
+}
+
+#: The recipe of each relaxation data set and its method's relaxation generator.
+RELAXATIONS = {
+    "ring-relaxations": ("RING_RELAXATIONS", "generate_gold_thiolate_ring_relaxations"),
+    "au25-relaxations": ("AU25_RELAXATIONS", "generate_au25_relaxations"),
 }
 
 
@@ -122,9 +155,10 @@ def metadata(name, settings, paths, *, elapsed):
 #: What ``--help`` shows: the module docstring's content as plain text (a terminal
 #: shows reStructuredText markup raw), as :data:`mlmlearn.__main__.DESCRIPTION` does.
 DESCRIPTION = """\
-Regenerate a bundled data set of mlmlearn: run its xTB molecular dynamics recipe
-into a work directory, then pack the trajectories into an archive the loaders read
-(mlmlearn.datasets.load_alkanes, load_gold_thiolate_rings, load_au25).
+Regenerate a bundled data set of mlmlearn: run its xTB molecular dynamics (or
+relaxation) recipe into a work directory, then pack the trajectories into an
+archive the loaders read (mlmlearn.datasets.load_alkanes, load_gold_thiolate_rings,
+load_au25).
 
 Resumable: the extxyz trajectories in --workdir are the checkpoints; run the same
 command again after an interruption to continue from the last complete frame.
@@ -145,7 +179,103 @@ fixed-temperature run alone in a second process (it writes to the same --workdir
 where the first process finds it finished; the last invocation packs all three):
   python -m mlmlearn.datasets.generate au25 --start au25_sch3_18.xyz \\
       --workdir md/au25 --output au25_500K.npz --temperatures 500
+
+Reference relaxations (BFGS paths, every step kept) from frames of the bundled MD
+data; each path runs in a child process, and a failed single point (SCF not
+converged, or no result within the recipe's timeout) is retried from the last
+good frame with a shorter step. --pack-only packs the finished paths of --workdir
+(metadata "partial" lists the others):
+  python -m mlmlearn.datasets.generate ring-relaxations --workdir relax/rings \\
+      --output gold_thiolate_ring_relaxations.npz
+  python -m mlmlearn.datasets.generate au25-relaxations --workdir relax/au25 \\
+      --output au25_relaxations.npz
 """
+
+
+def _relaxation_starts(name, settings):
+    """``(path name, source run, source step)`` of each start of relaxation set ``name``."""
+    starts = (
+        _recipes.ring_relaxation_starts(settings)
+        if name == "ring-relaxations"
+        else _recipes.au25_relaxation_starts(settings)
+    )
+    return [(path_name, run, step) for path_name, _, run, step in starts]
+
+
+def pack_relaxations(name, workdir, output, *, elapsed):
+    """Pack the finished relaxation paths of ``workdir`` into the archive ``output``.
+
+    A path is finished when its ``.summary.json`` exists. A ``"diverged"``
+    path is packed up to its frame of smallest largest force (what follows
+    heads into the method's artifact; the work directory keeps it). Each run
+    of the metadata is a path: its name, ``kind`` (``"relaxation"``),
+    ``source_run``, ``source_step``, ``split`` (``"test"`` for starts from the
+    held-out ring run), ``status``, ``converged``, ``fmax_reached`` (eV/Å, its
+    last packed frame), ``n_steps`` (of that frame), ``n_steps_computed``,
+    ``failures`` (failed single points and the shorter step after each),
+    ``final_maxstep_A`` and ``wall_time_s``. The metadata also holds the
+    isolated-atom energies of the method (recomputed here, milliseconds) and
+    ``partial``: the paths of the recipe not yet finished.
+
+    Returns
+    -------
+    paths : list of str
+        The packed paths' names.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``workdir`` holds no finished path of the recipe.
+    """
+    import json
+    import os
+
+    from ._md import read_frames
+
+    recipe_name, _ = RELAXATIONS[name]
+    settings = getattr(_recipes, recipe_name)
+    held_out = settings.get("held_out_run")
+    runs, packed, missing = [], [], []
+    for path_name, source_run, source_step in _relaxation_starts(name, settings):
+        path = os.path.join(workdir, f"{path_name}.extxyz")
+        if not os.path.exists(path + ".summary.json"):
+            missing.append(path_name)
+            continue
+        with open(path + ".summary.json") as fd:
+            summary = json.load(fd)
+        frames = read_frames(path)
+        fmax = [float(np.linalg.norm(f.get_forces(), axis=1).max()) for f in frames]
+        n_computed = int(frames[-1].info["step"])
+        if summary["status"] == "diverged":
+            frames = frames[: int(np.argmin(fmax)) + 1]
+        runs.append({
+            "name": path_name,
+            "kind": "relaxation",
+            "source_run": source_run,
+            "source_step": source_step,
+            "split": "test" if source_run == held_out else "train",
+            "status": summary["status"],
+            "converged": summary["converged"],
+            "fmax_reached": round(fmax[len(frames) - 1], 5),
+            "n_steps": int(frames[-1].info["step"]),
+            "n_steps_computed": n_computed,
+            "failures": summary["failures"],
+            "final_maxstep_A": summary["final_maxstep"],
+            "wall_time_s": summary["wall_time_s"],
+        })
+        packed.append(frames)
+    if not packed:
+        raise FileNotFoundError(f"no finished relaxation path of {name} in {workdir!r}")
+    meta = metadata(name, settings, [], elapsed=elapsed)
+    meta["runs"] = runs
+    meta["partial"] = missing
+    meta["isolated_atom_energies"] = {
+        "method": settings["method"],
+        "energies_eV": _recipes.compute_isolated_atom_energies(settings["method"]),
+        "settings": _recipes.ISOLATED_ATOMS,
+    }
+    pack(packed, output, metadata=meta)
+    return [run["name"] for run in runs]
 
 
 def _parser():
@@ -159,7 +289,8 @@ def _parser():
         choices=sorted(DESCRIPTIONS),
         help="alkanes: C2H6-C7H16, GFN2-xTB; rings: Au_n(SCH3)_n, n = 4-8, GFN2-xTB; "
         "au25: Au25(SCH3)18 anion, GFN1-xTB, a heating run and fixed-temperature runs "
-        "(needs --start)",
+        "(needs --start); ring-relaxations, au25-relaxations: BFGS paths from frames of "
+        "the bundled MD data",
     )
     parser.add_argument("--workdir", required=True, help="directory of the extxyz trajectories")
     parser.add_argument("--output", required=True, help="archive to write (.npz)")
@@ -171,6 +302,11 @@ def _parser():
         metavar="K",
         help="au25 only: run only these fixed-temperature runs (of 300 and 500 K) and no "
         "heating run; the archive packs the runs the work directory then holds",
+    )
+    parser.add_argument(
+        "--pack-only",
+        action="store_true",
+        help="relaxations only: run nothing, pack the finished paths of --workdir",
     )
     parser.add_argument(
         "--verbose", type=int, default=1, help="0: quiet; 1 (default): a progress bar per MD run"
@@ -188,11 +324,24 @@ def main(argv=None):
         parser.error("au25 needs --start (the Au25(SCH3)18 start structure)")
     if args.temperatures is not None and args.name != "au25":
         parser.error(f"--temperatures is for au25 only, not {args.name}")
+    if args.pack_only and args.name not in RELAXATIONS:
+        parser.error(f"--pack-only is for the relaxation sets only, not {args.name}")
     # both extras are needed; say so before any run starts, not one at a time
     for package in ("ase", "tblite.ase"):
         import_optional(package, purpose="python -m mlmlearn.datasets.generate")
 
     tic = time.perf_counter()
+    if args.name in RELAXATIONS:
+        if not args.pack_only:
+            from threadpoolctl import threadpool_limits
+
+            with threadpool_limits(1):  # xTB on these sizes is not faster with more threads
+                getattr(_recipes, RELAXATIONS[args.name][1])(args.workdir)
+        names = pack_relaxations(
+            args.name, args.workdir, args.output, elapsed=time.perf_counter() - tic
+        )
+        print(f"wrote {args.output} ({len(names)} paths)")
+        return
     if args.name == "alkanes":
         settings = _recipes.ALKANES
         paths = _recipes.generate_alkanes(args.workdir, verbose=args.verbose)
