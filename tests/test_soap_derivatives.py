@@ -342,3 +342,51 @@ def test_unknown_element_raises():
     soap = SOAP(species=["H", "C"], r_cut=3.0, n_max=2, l_max=1).fit([molecule("CH4")])
     with pytest.raises(ValueError, match="contains S"):
         soap.sparse_derivatives(molecule("CH3SH"))
+
+
+@pytest.mark.parametrize("name", ["ring4", "apart"])
+def test_pullback_equals_contracted_derivatives(name):
+    atoms = STRUCTURES[name]()
+    soap = _soap()
+    n = len(atoms)
+    G = np.random.default_rng(5).normal(size=(n, soap.n_features_out_))
+    X, pullback = soap.pullback(atoms)
+    np.testing.assert_array_equal(X, soap.transform(AtomicEnvironments([atoms])))
+    got = pullback(G)
+    _, centre, atom, dX = soap.sparse_derivatives(atoms)
+    expected = np.zeros((n, 3))
+    np.add.at(expected, atom, np.einsum("paf,pf->pa", dX, G[centre]))
+    # both sum the same products c·∂c·G·prel in other orders: bounded by the sum of magnitudes
+    ex, constants = _expansion(soap, atoms)
+    _, T = _reference(ex, constants, skip=False)  # (centre, atom, 3, F)
+    magnitude = np.einsum("ijaf,if->ja", T, np.abs(G))
+    k = soap.n_features_out_ * 2 * (2 * soap.l_max + 1) + n + 2
+    assert np.all(np.abs(got - expected) <= gamma(k) * magnitude)
+    np.testing.assert_array_equal(pullback(G), got)  # callable again, same result
+
+
+def test_pullback_compiled_equals_python_and_checks_shape():
+    atoms = _jiggled(molecule("CH3SH"), 6)
+    constants = sg.gto_constants(4.0, 4, 3, 0.25)
+    ex = sg.soap_expansion(atoms.positions, np.searchsorted([1, 6, 16, 79], atoms.numbers), 4,
+                           constants)
+    G = np.random.default_rng(7).normal(size=(len(atoms), 544))
+    G[2] = 0.0  # a centre without gradient
+    np.testing.assert_array_equal(sg.soap_pullback(ex, constants, G),
+                                  sg.soap_pullback(ex, constants, G, compiled=False))
+    with pytest.raises(ValueError, match=r"G has shape \(5, 544\); expected .* \(6, 544\)"):
+        sg.soap_pullback(ex, constants, G[:-1])
+
+
+@pytest.mark.parametrize("periodic", [False, True])
+def test_pullback_finite_differences(periodic):
+    atoms = _periodic_structure() if periodic else STRUCTURES["ring4"]()
+    soap = _soap(periodic=periodic)
+    G = np.random.default_rng(8).normal(size=(len(atoms), soap.n_features_out_))
+    X, pullback = soap.pullback(atoms)
+    got = pullback(G)
+    for j, a in [(0, 0), (3, 2)]:
+        fd = np.einsum("if,if->", G, _richardson(soap, atoms, j, a))
+        # Richardson's error as in _assert_matches_differences, summed with weights |G|
+        bound = 1e-3**4 / 480 / soap.sigma**5 * np.abs(X).max() * 100 * np.abs(G).sum()
+        assert abs(got[j, a] - fd) <= bound

@@ -317,13 +317,69 @@ class SOAP(DescriptorTransformer):
         """
         from . import _soap_gradient
 
+        X, expansion, constants = self._expansion(atoms, "sparse_derivatives")
+        centre, atom, dX = _soap_gradient.sparse_soap_derivatives(expansion, constants)
+        return X, centre, atom, dX
+
+    def pullback(self, atoms):
+        """SOAP rows of one structure and the vector-Jacobian product of their gradient.
+
+        ``pullback(G)`` returns ``Σ_i G[i] · ∂X[i]/∂r`` for every atom — with
+        ``G[i] = ∂E/∂X[i]`` the gradient of an energy in the positions, minus
+        the forces — contracted through the expansion coefficients without
+        forming ``∂X/∂r``: the same numbers as contracting
+        :meth:`sparse_derivatives` with ``G`` (up to rounding), at a fraction of
+        the cost (for Au25(SCH3)18 with 544 features the contraction takes
+        ~1 ms instead of the ~10 ms the derivative array takes to fill).
+
+        Parameters
+        ----------
+        atoms : ase.Atoms
+            One structure; positions in Å (periodic as in :meth:`sparse_derivatives`).
+
+        Returns
+        -------
+        X : ndarray of shape (n_atoms, n_features_out_)
+            The SOAP rows, exactly as :meth:`transform` gives them.
+        pullback : callable
+            ``pullback(G)`` with ``G`` of shape (n_atoms, n_features_out_)
+            returns an ndarray of shape (n_atoms, 3): ``Σ_i G[i] · ∂X[i]/∂r[j]``
+            in units of ``G`` per Å. It may be called any number of times.
+
+        Raises
+        ------
+        ValueError
+            As :meth:`sparse_derivatives`; ``pullback`` raises if ``G`` has
+            the wrong shape.
+
+        Examples
+        --------
+        >>> from ase.build import molecule
+        >>> soap = SOAP(r_cut=3.0, n_max=2, l_max=1).fit([molecule("C2H6")])
+        >>> X, pullback = soap.pullback(molecule("C2H6"))
+        >>> pullback(np.ones_like(X)).shape  # ∂(Σ X)/∂r
+        (8, 3)
+        """
+        from . import _soap_gradient
+
+        X, expansion, constants = self._expansion(atoms, "pullback")
+
+        def pullback(G):
+            return _soap_gradient.soap_pullback(expansion, constants, G)
+
+        return X, pullback
+
+    def _expansion(self, atoms, method):
+        """The rows of ``atoms`` (as transform), its expansion and the GTO constants."""
+        from . import _soap_gradient
+
         check_is_fitted(self, "descriptor_")
         self._check_species([atoms], [0])
         if self.rbf != "gto":
-            raise ValueError(f"sparse_derivatives needs rbf='gto', got rbf={self.rbf!r}: dscribe "
+            raise ValueError(f"{method} needs rbf='gto', got rbf={self.rbf!r}: dscribe "
                              "has no analytic derivatives of the polynomial basis")
         if self.weighting:
-            raise ValueError(f"sparse_derivatives needs weighting=None, got "
+            raise ValueError(f"{method} needs weighting=None, got "
                              f"weighting={self.weighting!r}: no analytic derivatives with a "
                              "radial weighting")
         n = len(atoms)
@@ -338,8 +394,7 @@ class SOAP(DescriptorTransformer):
             atoms.positions, np.searchsorted(known, atoms.numbers), len(known), constants,
             cell=np.asarray(atoms.cell) if periodic else None,
             pbc=np.asarray(atoms.pbc) if periodic else None)
-        centre, atom, dX = _soap_gradient.sparse_soap_derivatives(expansion, constants)
-        return X, centre, atom, dX
+        return X, expansion, constants
 
 
 def _soap_rows(soap, structures, structure_index, atom_index, n_jobs):

@@ -34,8 +34,13 @@ differences:
   1.2e-11 above ``π^{3/2} √(3/4π)`` and is used as it is, so that the
   derivative is that of the features :meth:`SOAP.transform` returns.
 
-The pure-Python kernels (``_expansion_py``, ``_power_derivatives_py``) stay
-importable as the oracles of the compiled ones.
+A third kernel contracts a gradient with respect to the features straight
+into one with respect to the positions (``Σ_i G_i · ∂p_i/∂r``, a
+vector-Jacobian product) through the coefficients, without forming ``∂p/∂r``:
+what a potential's forces need.
+
+The pure-Python kernels (``_expansion_py``, ``_power_derivatives_py``,
+``_pullback_py``) stay importable as the oracles of the compiled ones.
 """
 
 import functools
@@ -377,6 +382,50 @@ def _power_derivatives_py(c, D, pair_centre, pair_species, pair_row, Dd, diag_ro
             out[row, 2, f] = prel[l] * a2
 
 
+def _pullback_py(c, D, pair_start, pair_atom, pair_species, Dd, table, prel, G,
+                 out):  # pragma: no cover - compiled by numba
+    """Add ``Σ_i G[i] · ∂p_i/∂r_j`` to ``out[j]`` without forming ``∂p/∂r``.
+
+    Per centre, ``H[s, n, lm] = ∂(G_i · p_i)/∂c_i[s, n, lm]
+    = Σ_f G_i[f] prel_l ([s₁n₁ = sn] c_i[s₂n₂lm] + [s₂n₂ = sn] c_i[s₁n₁lm])``,
+    then ``out[j] += Σ H · ∂c_i/∂r_j`` over the centre's pairs
+    ``pair_start[i]:pair_start[i+1]`` and its own gradient ``Dd[i]``.
+    """
+    n, n_species, n_max, n_lm = c.shape
+    H = np.zeros((n_species, n_max, n_lm))
+    for i in range(n):
+        H[:] = 0.0
+        for f in range(table.shape[0]):
+            g = G[i, f]
+            if g == 0.0:
+                continue
+            s1 = table[f, 0]
+            s2 = table[f, 1]
+            l = table[f, 2]
+            n1 = table[f, 3]
+            n2 = table[f, 4]
+            gp = g * prel[l]
+            for m in range(l * l, (l + 1) * (l + 1)):
+                H[s1, n1, m] += gp * c[i, s2, n2, m]
+                H[s2, n2, m] += gp * c[i, s1, n1, m]
+        for a in range(3):
+            acc = 0.0
+            for s in range(n_species):
+                for k in range(n_max):
+                    for m in range(n_lm):
+                        acc += Dd[i, a, s, k, m] * H[s, k, m]
+            out[i, a] += acc
+        for q in range(pair_start[i], pair_start[i + 1]):
+            j = pair_atom[q]
+            s = pair_species[q]
+            for a in range(3):
+                acc = 0.0
+                for k in range(n_max):
+                    for m in range(n_lm):
+                        acc += D[q, a, k, m] * H[s, k, m]
+                out[j, a] += acc
+
+
 _COMPILE_LOCK = threading.Lock()
 
 
@@ -386,8 +435,8 @@ def kernels():
     Returns
     -------
     kernels : dict
-        ``"expansion"`` and ``"power_derivatives"``, the compiled
-        ``_expansion_py`` and ``_power_derivatives_py``.
+        ``"expansion"``, ``"power_derivatives"`` and ``"pullback"``, the
+        compiled ``_expansion_py``, ``_power_derivatives_py`` and ``_pullback_py``.
 
     Raises
     ------
@@ -402,7 +451,8 @@ def kernels():
 def _compile():
     numba = import_optional("numba", purpose="the SOAP derivative kernels")
     jit = numba.njit(cache=True, nogil=True)
-    return {"expansion": jit(_expansion_py), "power_derivatives": jit(_power_derivatives_py)}
+    return {"expansion": jit(_expansion_py), "power_derivatives": jit(_power_derivatives_py),
+            "pullback": jit(_pullback_py)}
 
 
 def soap_expansion(positions, species_index, n_species, constants, *, cell=None, pbc=None,
@@ -492,3 +542,37 @@ def sparse_soap_derivatives(expansion, constants, *, compiled=True):
     power_derivatives(c, D, expansion["pair_centre"], expansion["pair_species"],
                       rows[:n_other], Dd, rows[n_other:], table, constants["prel"], dX)
     return key[order] // n, key[order] % n, dX
+
+
+def soap_pullback(expansion, constants, G, *, compiled=True):
+    """``Σ_i G[i] · ∂p_i/∂r_j`` for every atom ``j``, through the coefficients.
+
+    Parameters
+    ----------
+    expansion : dict
+        :func:`soap_expansion` of the structure.
+    constants : dict
+        :func:`gto_constants` of the descriptor.
+    G : array-like of shape (n_atoms, n_features)
+        A gradient with respect to each atom's SOAP row (e.g. ``∂E/∂p_i``).
+    compiled : bool, default=True
+        Use the numba kernel; False runs the pure-Python oracle (slow).
+
+    Returns
+    -------
+    out : ndarray of shape (n_atoms, 3)
+        In units of ``G`` per Å (``−out`` is the force when ``G = ∂E/∂p``).
+    """
+    c = expansion["c"]
+    n, n_species, n_max, _ = c.shape
+    table = feature_table(n_species, n_max, len(constants["prel"]) - 1)
+    G = np.ascontiguousarray(G, dtype=np.float64)
+    if G.shape != (n, len(table)):
+        raise ValueError(f"G has shape {G.shape}; expected (n_atoms, n_features) = "
+                         f"{(n, len(table))}")
+    pair_start = np.searchsorted(expansion["pair_centre"], np.arange(n + 1))
+    out = np.zeros((n, 3))
+    pullback = kernels()["pullback"] if compiled else _pullback_py
+    pullback(c, expansion["D"], pair_start, expansion["pair_atom"], expansion["pair_species"],
+             expansion["Dd"], table, constants["prel"], G, out)
+    return out
