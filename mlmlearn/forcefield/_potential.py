@@ -306,9 +306,13 @@ class EMLMPotential(BaseEstimator):
         if learn_offsets:
             A_E[:, self._n_weights:] = counts
         e_rep = np.zeros(len(structures))
+        f_rep = {}
         if self.repulsion_ is not None:
             for s, atoms in enumerate(structures):
-                e_rep[s] = self.repulsion_.energy_forces(atoms)[0].sum()
+                e, f = self.repulsion_.energy_forces(atoms)
+                e_rep[s] = e.sum()
+                if np.any(f):
+                    f_rep[s] = f
         target_E = energies - counts @ fixed - e_rep
         wE = 1.0 / (n_atoms * self.energy_sigma)
         A_Ew = A_E * wE[:, None]
@@ -320,17 +324,35 @@ class EMLMPotential(BaseEstimator):
         chosen = self._force_subset(len(structures))
         n_force_rows = 0
         offsets = np.concatenate([[0], np.cumsum(n_atoms).astype(int)])
+        # rows are gathered into blocks of about 4000 before each rank-k update
+        gram_w = np.zeros((self._n_weights, self._n_weights), order="F")
+        block, targets = [], []
+
+        def flush():
+            if block:
+                A = np.vstack(block)
+                # dsyrk fills the upper triangle of gram_w += AᵀA at half a GEMM's cost
+                gram_w[:] = linalg.blas.dsyrk(1.0, A, beta=1.0, c=gram_w, trans=1, lower=0)
+                rhs[: self._n_weights] += A.T @ np.concatenate(targets)
+                block.clear()
+                targets.clear()
+
         for s in progress(chosen, verbose=self.verbose, desc="force rows"):
             atoms = structures[s]
             A_F = self._force_design(atoms)
             target_F = forces[offsets[s]:offsets[s + 1]].reshape(-1).copy()
-            if self.repulsion_ is not None:
-                target_F -= self.repulsion_.energy_forces(atoms)[1].reshape(-1)
+            if s in f_rep:
+                target_F -= f_rep[s].reshape(-1)
             A_F /= self.force_sigma
             target_F /= self.force_sigma
-            gram[: self._n_weights, : self._n_weights] += A_F.T @ A_F
-            rhs[: self._n_weights] += A_F.T @ target_F
+            block.append(A_F)
+            targets.append(target_F)
             n_force_rows += A_F.shape[0]
+            if sum(len(b) for b in block) >= 4000:
+                flush()
+        flush()
+        upper = np.triu(gram_w)
+        gram[: self._n_weights, : self._n_weights] += upper + np.triu(upper, 1).T
         self.n_force_rows_ = n_force_rows
 
         solution = _solve(gram, rhs, self.beta, self._n_weights)
