@@ -59,7 +59,7 @@ class ZBL(BaseEstimator):
     >>> zbl = ZBL()
     >>> e, f = zbl.energy_forces(Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.2]]))
     >>> round(float(e.sum()), 2), bool(f[0, 2] < 0 < f[1, 2])
-    (47.02, True)
+    (33.28, True)
     >>> e, f = zbl.energy_forces(Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.74]]))
     >>> float(e.sum()), float(abs(f).max())
     (0.0, 0.0)
