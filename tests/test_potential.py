@@ -304,3 +304,36 @@ def test_bfgs_on_the_potential_converges_and_lowers_its_energy(pot, rings):
     assert BFGS(atoms, logfile=None).run(fmax=0.05, steps=300)
     assert atoms.get_potential_energy() < start
     assert np.linalg.norm(atoms.get_forces(), axis=1).max() < 0.05
+
+
+def test_two_hydrogens_pushed_together_meet_the_repulsive_wall(pot, rings):
+    # the hole of trap (a): two H atoms that a distance regression let fall to 0.16 Å apart
+    atoms = rings[1][0]
+    h = [i for i, s in enumerate(atoms.get_chemical_symbols()) if s == "H"]
+    a, b = h[0], h[5]
+    start = pot.predict(atoms)[0]
+    direction = atoms.positions[b] - atoms.positions[a]
+    direction /= np.linalg.norm(direction)
+    energies = []
+    for r in np.linspace(0.5, 0.1, 41):
+        moved = atoms.copy()
+        moved.positions[b] = atoms.positions[a] + r * direction
+        energies.append(pot.predict(moved)[0])
+    energies = np.array(energies)
+    inner = np.linspace(0.5, 0.1, 41) < 0.3
+    assert np.all(np.diff(energies[inner]) > 0)  # repulsive all the way in
+    assert energies[np.argmin(np.abs(np.linspace(0.5, 0.1, 41) - 0.16))] > start + 10.0
+
+
+def test_without_the_baseline_nothing_guards_the_close_contact(rings):
+    # the same probe on a potential without repulsion: the wall is the baseline's doing
+    bare = _small(repulsion=None).fit(rings[0])
+    atoms = rings[1][0]
+    h = [i for i, s in enumerate(atoms.get_chemical_symbols()) if s == "H"]
+    moved = atoms.copy()
+    direction = atoms.positions[h[5]] - atoms.positions[h[0]]
+    moved.positions[h[5]] = atoms.positions[h[0]] + 0.16 * direction / np.linalg.norm(direction)
+    guarded = _small().fit(rings[0])
+    rise_bare = bare.predict(moved)[0] - bare.predict(atoms)[0]
+    rise = guarded.predict(moved)[0] - guarded.predict(atoms)[0]
+    assert rise > rise_bare + 10.0
