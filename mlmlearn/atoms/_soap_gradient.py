@@ -212,13 +212,14 @@ def _extend(pos, cell, pbc, cutoff):
 
 
 # ----------------------------------------------------------------- kernels
-def _expansion_py(vector, centre, species, pair, aOa, bOa, norm, dfact, c, D,
+def _expansion_py(vector, centre, species, pair, weight, dweight, aOa, bOa, norm, dfact, c, D,
                   Dd):  # pragma: no cover - compiled by numba
     """Accumulate the GTO coefficients and their gradients over neighbour records.
 
     For record ``p`` (centre ``i``, neighbour of species ``s`` at ``vector[p]``):
-    ``c[i, s, n, lm] += Σ_k bOa[l,n,k] exp(aOa[l,k] r²) Y_lm(r)`` with
-    ``Y_lm = norm[lm] r^l Ỹ_lm`` the real solid harmonics; its gradient ``g``
+    ``c[i, s, n, lm] += w(r) Σ_k bOa[l,n,k] exp(aOa[l,k] r²) Y_lm(r)`` with
+    ``Y_lm = norm[lm] r^l Ỹ_lm`` the real solid harmonics, ``w = weight[p]``
+    the radial weighting and ``dweight[p] = w'(r)/r``; its gradient ``g``
     with respect to the neighbour's position is added to ``D[pair[p]]`` (when
     ``pair[p] ≥ 0``; a periodic image of the centre itself moves with it and
     has ``pair[p] = −1``) and subtracted from ``Dd[i, :, s]`` (the centre's own
@@ -251,8 +252,9 @@ def _expansion_py(vector, centre, species, pair, aOa, bOa, norm, dfact, c, D,
                     w = bOa[l, n, k] * E[l, k]
                     r += w
                     g += 2.0 * aOa[l, k] * w
-                R[l, n] = r
-                G[l, n] = g
+                # ∇(w R) = (w G + w'(r)/r R) r⃗ when ∇R = G r⃗
+                R[l, n] = weight[p] * r
+                G[l, n] = weight[p] * g + dweight[p] * r
         # real solid harmonics r^l Y_lm and their gradients: (x + iy)^m times
         # the associated Legendre polynomial in (z, r²), by upward recursion in l
         Cm[0] = 1.0
@@ -455,8 +457,71 @@ def _compile():
             "pullback": jit(_pullback_py)}
 
 
+def radial_weights(r, weighting):
+    """dscribe's radial weighting ``w(r)`` and ``w'(r)/r`` at distances ``r`` > 0.
+
+    Parameters
+    ----------
+    r : ndarray
+        Distances in Å.
+    weighting : dict or None
+        dscribe's ``weighting`` (``"function"`` ``"poly"``, ``"pow"`` or
+        ``"exp"`` with ``r0``, ``c``, ``m``, ``d``; ``"w0"`` is the centre's
+        own weight, see :func:`self_weight`). None or without ``"function"``
+        is 1 everywhere.
+
+    Returns
+    -------
+    w, dw_over_r : ndarray
+        Same shape as ``r``.
+
+    Notes
+    -----
+    ``poly``: ``c (1 + 2x³ − 3x²)^m`` for ``x = r/r0 ≤ 1``, else 0 — smooth
+    (for m ≥ 1, its derivative vanishes at r0), so atoms leaving the cutoff
+    change nothing abruptly. ``pow``: ``c / (d + x^m)``; ``exp``:
+    ``c / (d + e^{−x})``; neither vanishes at the cutoff.
+    """
+    r = np.asarray(r, dtype=np.float64)
+    function = None if not weighting else weighting.get("function")
+    if function is None:
+        return np.ones_like(r), np.zeros_like(r)
+    r0 = float(weighting["r0"])
+    c = float(weighting["c"])
+    x = r / r0
+    if function == "poly":
+        m = float(weighting["m"])
+        base = 1 + 2 * x**3 - 3 * x**2
+        inside = (r <= r0) & (base > 0)
+        safe = np.where(inside, base, 1.0)
+        w = np.where(r <= r0, c * np.where(inside, safe, 0.0) ** m, 0.0)
+        dw = np.where(inside, c * m * safe ** (m - 1) * (6 * x**2 - 6 * x) / r0, 0.0)
+    elif function == "pow":
+        d, m = float(weighting["d"]), float(weighting["m"])
+        w = c / (d + x**m)
+        dw = -c * m * x ** (m - 1) / r0 / (d + x**m) ** 2
+    elif function == "exp":
+        d = float(weighting["d"])
+        e = np.exp(-x)
+        w = c / (d + e)
+        dw = c * e / r0 / (d + e) ** 2
+    else:
+        raise ValueError(f"weighting function {function!r} is not one of dscribe's "
+                         "'poly', 'pow', 'exp'")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return w, np.where(r > 0, dw / r, 0.0)
+
+
+def self_weight(weighting):
+    """The weight of a centre's own atom (at r = 0): ``w0`` if given, else ``w(0)``."""
+    if weighting and weighting.get("w0") is not None:
+        return float(weighting["w0"])
+    with np.errstate(divide="ignore"):
+        return float(radial_weights(np.zeros(1), weighting)[0][0])
+
+
 def soap_expansion(positions, species_index, n_species, constants, *, cell=None, pbc=None,
-                   compiled=True):
+                   weighting=None, compiled=True):
     """GTO coefficients of every atom and their gradients over the pairs within the cutoff.
 
     Parameters
@@ -469,6 +534,8 @@ def soap_expansion(positions, species_index, n_species, constants, *, cell=None,
     constants : dict
         :func:`gto_constants` of the descriptor.
     cell, pbc : see :func:`neighbour_pairs`
+    weighting : dict, default=None
+        dscribe's radial ``weighting`` (see :func:`radial_weights`).
     compiled : bool, default=True
         Use the numba kernel; False runs the pure-Python oracle (slow).
 
@@ -499,9 +566,14 @@ def soap_expansion(positions, species_index, n_species, constants, *, cell=None,
     D = np.zeros((uniq.size, 3, n_max, n_l * n_l))
     Dd = np.zeros((n, 3, n_species, n_max, n_l * n_l))
     # every centre sees itself at r = 0: only its l = 0 coefficients, never a gradient
-    c[np.arange(n), species_index, :, 0] += bOa[0].sum(axis=1) * norm[0]
+    c[np.arange(n), species_index, :, 0] += (
+        self_weight(weighting) * bOa[0].sum(axis=1) * norm[0])
+    r = np.sqrt(vector[:, 0] * vector[:, 0] + vector[:, 1] * vector[:, 1]
+                + vector[:, 2] * vector[:, 2])
+    weight, dweight = radial_weights(r, weighting)
     expansion = kernels()["expansion"] if compiled else _expansion_py
-    expansion(vector, i, species_index[j], pair, aOa, bOa, norm, dfact, c, D, Dd)
+    expansion(vector, i, species_index[j], pair, weight, dweight, aOa, bOa, norm, dfact, c, D,
+              Dd)
     return dict(c=c, D=D, Dd=Dd, pair_centre=uniq // n, pair_atom=uniq % n,
                 pair_species=species_index[uniq % n])
 
