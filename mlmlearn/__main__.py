@@ -19,9 +19,10 @@ mlmlearn: Minimal Learning Machines (EMLM, MLM, HuberMLM, OAMLM) for atomistic
 simulation, as scikit-learn estimators.
 
 commands:
-  demo      train a gold-thiolate force field on the bundled GFN2-xTB ring data with
-            one ring size held out, optimize that ring with ML forces on ASE's BFGS
-            and check the result with GFN2-xTB single points (about a minute)
+  demo      train the conservative potential and paper IV's force field on the
+            bundled GFN2-xTB ring data with one ring size held out, optimize that
+            ring with each on ASE's BFGS and check both with GFN2-xTB single points
+            (a few minutes)
   train     fit a force field (per atom type: EMLM force norms, OAMLM force
             directions) on extended-XYZ files with forces, and save it
   optimize  optimize a structure file with a saved force field on ASE's BFGS
@@ -40,11 +41,12 @@ def _parser():
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
 
     demo = sub.add_parser(
-        "demo", help="ring force field, ML-BFGS and its GFN2-xTB check on bundled data",
-        description="Train paper IV's force field on the bundled gold-thiolate ring data with "
-        "one ring size held out, test it on that ring, optimize the ring's last 600 K frame with "
-        "ML forces on ASE's BFGS, and compute GFN2-xTB single points along the way and a "
-        "GFN2-xTB BFGS from the same start. Needs the atoms and xtb extras (plot for figures).")
+        "demo", help="potential and force field side by side: ML-BFGS and GFN2-xTB checks",
+        description="Train the conservative potential (EMLMPotential) and paper IV's force "
+        "field on the bundled gold-thiolate ring data (MD and reference relaxations) with one "
+        "ring size held out, test both on that ring, optimize the ring's last 600 K frame with "
+        "each on ASE's BFGS, and compute GFN2-xTB single points along both and a GFN2-xTB BFGS "
+        "from the same start. Needs the atoms and xtb extras (plot for figures).")
     demo.add_argument("--held-out", type=int, default=5, choices=range(4, 9), metavar="N",
                       help="gold atoms of the held-out ring, 4 to 8 (default 5)")
     demo.add_argument("--output", default=DEFAULT_OUTPUT,

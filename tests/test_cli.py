@@ -121,12 +121,17 @@ def test_ring_demo_reports_accuracy_the_ml_optimization_and_its_gfn2_check(tmp_p
     summary = ring_demo(4, stride=64, references=20, steps=4, output=tmp_path / "demo",
                         out=out, log=log)
     text = out.getvalue()
-    assert "Au4(SCH3)4 held out" in text and re.search(r"^all\s+\d+", text, re.M)
+    assert "Au4(SCH3)4 held out" in text
+    assert len(re.findall(r"^all\s+\d+", text, re.M)) == 2  # the potential's table and paper IV's
     assert "GFN2-xTB BFGS from the same start" in text
-    # every checked ML step has a GFN2 energy above the GFN2 minimum (it is a minimum)
-    assert summary["steps"][0] == 0 and summary["steps"][-1] == summary["ml_steps"]
-    assert min(summary["energies"]) > -1e-3
+    # every checked step of both has a GFN2 energy above the GFN2 minimum (it is a minimum)
+    assert summary["steps"][0] == 0 and summary["steps"][-1] == summary["potential_steps"]
+    assert summary["steps_iv"][0] == 0 and summary["steps_iv"][-1] == summary["ml_steps"]
+    assert min(summary["energies"] + summary["energies_iv"]) > -1e-3
+    # the potential's energy falls along its BFGS: the GFN2 check of its last step is lower
+    assert summary["energies"][-1] < summary["energies"][0]
     assert (tmp_path / "demo" / "ml-bfgs.extxyz").exists()
+    assert (tmp_path / "demo" / "potential-bfgs.extxyz").exists()
     stages = re.findall(r"^\[\s*\d+\.\d s\] (.*)$", log.getvalue().replace("\r", "\n"), re.M)
     assert stages[0].startswith("loading") and stages[-1] == "done"
     assert not re.search(r"^\[\s*\d+\.\d s\]|it/s", text, re.M)  # progress only on the log
