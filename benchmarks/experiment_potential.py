@@ -174,8 +174,10 @@ def accuracy(args, out):
 def _potential_params(args):
     from mlmlearn.atoms import SOAP
 
+    weighting = ({"function": "poly", "r0": args.r_cut, "c": 1, "m": 2} if args.poly
+                 else None)
     return dict(descriptor=SOAP(r_cut=args.r_cut, n_max=args.n_max, l_max=args.l_max,
-                                sigma=0.25),
+                                sigma=0.25, weighting=weighting),
                 n_references=args.references, epsilon=args.epsilon,
                 energy_sigma=args.energy_sigma, force_sigma=0.05)
 
@@ -375,6 +377,8 @@ def main(argv=None):
     parser.add_argument("--l-max", type=int, default=3)
     parser.add_argument("--k4", type=int, default=0,
                         help="also fit paper IV's force field with this K per type")
+    parser.add_argument("--poly", action="store_true",
+                        help="SOAP with the poly radial weighting (r0 = r_cut, c 1, m 2)")
     parser.add_argument("--no-relaxations", dest="relaxations", action="store_false",
                         help="train on MD frames only")
     parser.add_argument("--temperature", type=float, default=600.0)

@@ -60,9 +60,9 @@ class EMLMPotential(BaseEstimator):
     Parameters
     ----------
     descriptor : SOAP, default=None
-        A :class:`~mlmlearn.atoms.SOAP` (or any descriptor with ``transform``
-        and ``derivatives`` of the same contract); :func:`default_descriptor`
-        if None. Its species are fixed at fit to those of the training data
+        A :class:`~mlmlearn.atoms.SOAP` (or any descriptor with ``transform``,
+        ``sparse_derivatives`` and ``pullback`` of the same contract);
+        :func:`default_descriptor` if None. Its species are fixed at fit to those of the training data
         unless given.
     scaling : {"standard", "global"}, default="standard"
         How each element's SOAP rows are scaled before distances are taken:
@@ -389,35 +389,36 @@ class EMLMPotential(BaseEstimator):
     def _force_design(self, atoms):
         """Force rows of one structure: ``A[(j, a), (t, k)] = −Σᵢ₍ₜ₎ (qᵢ − mₜₖ)ᵀ ∂qᵢ/∂r_ja / φᵢₖ``.
 
-        Only the (centre, atom) pairs with a nonzero SOAP derivative (the atom
-        within the cutoff of the centre, or the centre itself) are contracted:
-        29 % of the pairs of a 30-atom ring, 19 % for Au25(SCH3)18.
-        :func:`_force_design_dense` is the plain contraction it must equal.
+        Only the (centre, atom) pairs with a nonzero SOAP derivative are
+        contracted (:meth:`~mlmlearn.atoms.SOAP.sparse_derivatives`: the atom
+        within the cutoff of the centre, or the centre itself; 19 % of the pairs
+        of Au25(SCH3)18). :func:`_force_design_dense` is the plain dense
+        contraction it must equal.
         """
-        P, dP = self.descriptor_.derivatives(atoms)
+        P, centre, atom, dP = self.descriptor_.sparse_derivatives(atoms)
         symbols = np.asarray(atoms.get_chemical_symbols())
         n = len(atoms)
-        nonzero = np.abs(dP).max(axis=(2, 3)) > 0  # (centre, atom)
-        A = np.empty((n * 3, self._n_weights))
+        A = np.zeros((n * 3, self._n_weights))
+        position = np.empty(n, dtype=np.int64)  # a centre's row among its element's centres
         for t in self.elements_:
             centres = np.flatnonzero(symbols == t)
-            columns = self._columns[t]
             if centres.size == 0:
-                A[:, columns] = 0.0
                 continue
+            position[centres] = np.arange(centres.size)
             Q = self._scale(t, P[centres])
             M = self.references_[t]
             inv_phi = 1.0 / self._phi(t, Q)  # (n_t, K)
-            c, j = np.nonzero(nonzero[centres])
-            # ∂q_c/∂r_j for each pair and direction, through the scaling: (3 pairs, F)
-            R = (dP[centres[c], j] / self.feature_scale_[t]).reshape(c.size * 3, -1)
-            c3 = np.repeat(c, 3)
-            u = np.einsum("pf,pf->p", R, Q[c3])  # (∂q/∂r)·q_c
-            contrib = (u[:, None] - R @ M.T) * inv_phi[c3]  # (∂q/∂r)·(q_c − m_k)/φ_ck
-            rows = (3 * j[:, None] + np.arange(3)).reshape(-1)
+            pairs = np.flatnonzero(symbols[centre] == t)
+            c3 = np.repeat(position[centre[pairs]], 3)
+            # ∂q/∂r = ∂p/∂r / scale: the scale goes into q and m instead of a copy of dP
+            R = dP[pairs].reshape(pairs.size * 3, -1)
+            scale = self.feature_scale_[t]
+            u = np.einsum("pf,pf->p", R, (Q / scale)[c3])
+            contrib = (u[:, None] - R @ (M / scale).T) * inv_phi[c3]  # (∂q/∂r)·(q − m)/φ
+            rows = (3 * atom[pairs][:, None] + np.arange(3)).reshape(-1)
             scatter = sparse.csr_matrix(
                 (np.ones(rows.size), (rows, np.arange(rows.size))), shape=(n * 3, rows.size))
-            A[:, columns] = -(scatter @ contrib)
+            A[:, self._columns[t]] = -(scatter @ contrib)
         return A
 
     # ------------------------------------------------------------------ predict
@@ -462,11 +463,11 @@ class EMLMPotential(BaseEstimator):
         symbols = np.asarray(atoms.get_chemical_symbols())
         n = len(atoms)
         if forces:
-            P, dP = self.descriptor_.derivatives(atoms)
-            F = np.zeros((n, 3))
+            # SOAP rows and the vector-Jacobian product G ↦ Σᵢ Gᵢ·∂pᵢ/∂r, never the dense ∂p/∂r
+            P, pullback = self.descriptor_.pullback(atoms)
+            G = np.zeros_like(P)  # ∂E/∂pᵢ
         else:
             P = self.descriptor_.transform(_environments([atoms]))
-            F = None
         e = np.zeros(n)
         for t in self.elements_:
             centres = np.flatnonzero(symbols == t)
@@ -479,9 +480,9 @@ class EMLMPotential(BaseEstimator):
             if forces:
                 # ∂e_i/∂q_i = Σ_k w_k (q_i − m_k)/φ_ik, then through the scaling
                 V = w / phi  # (n_t, K)
-                g = (Q * V.sum(axis=1)[:, None] - V @ self.references_[t])
-                g /= self.feature_scale_[t]
-                F -= np.einsum("ijaf,if->ja", dP[centres], g, optimize=True)
+                G[centres] = (Q * V.sum(axis=1)[:, None] - V @ self.references_[t]) / (
+                    self.feature_scale_[t])
+        F = -pullback(G) if forces else None
         if self.repulsion_ is not None:
             e_rep, f_rep = self.repulsion_.energy_forces(atoms)
             e += e_rep
