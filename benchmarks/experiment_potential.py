@@ -178,7 +178,7 @@ def _potential_params(args):
                  else None)
     return dict(descriptor=SOAP(r_cut=args.r_cut, n_max=args.n_max, l_max=args.l_max,
                                 sigma=0.25, weighting=weighting),
-                n_references=args.references, epsilon=args.epsilon,
+                n_references=args.references, epsilon=args.epsilon, scaling=args.scaling,
                 energy_sigma=args.energy_sigma, force_sigma=0.05)
 
 
@@ -377,6 +377,7 @@ def main(argv=None):
     parser.add_argument("--l-max", type=int, default=3)
     parser.add_argument("--k4", type=int, default=0,
                         help="also fit paper IV's force field with this K per type")
+    parser.add_argument("--scaling", choices=["standard", "global"], default="global")
     parser.add_argument("--poly", action="store_true",
                         help="SOAP with the poly radial weighting (r0 = r_cut, c 1, m 2)")
     parser.add_argument("--no-relaxations", dest="relaxations", action="store_false",

@@ -73,10 +73,12 @@ def test_forces_are_minus_the_gradient_of_the_energy(pot, rings):
 def test_gradient_holds_where_the_repulsion_acts(pot, rings):
     atoms = rings[1][0].copy()
     h = [i for i, s in enumerate(atoms.get_chemical_symbols()) if s == "H"]
-    # put two hydrogens 0.3 Å apart: inside ZBL's switch (0.22-0.37 Å for H-H)
-    atoms.positions[h[1]] = atoms.positions[h[0]] + [0.3, 0.0, 0.0]
+    # put two hydrogens of different methyls inside the switch of their pair's repulsion
+    r_out = pot.repulsion_.r_out_[(1, 1)]
+    atoms.positions[h[5]] = atoms.positions[h[0]] + [0.75 * r_out, 0.0, 0.0]
+    h = [h[0], h[5]]
     e_rep, f_rep = pot.repulsion_.energy_forces(atoms)
-    assert e_rep.sum() > 1.0
+    assert e_rep.sum() > 0.1
     F = pot.predict_forces(atoms)
     coordinates = [(h[0], 0), (h[1], 0), (h[1], 1)]
     fd = _central_differences(pot, atoms, coordinates, 1e-5)
@@ -261,11 +263,28 @@ def test_zbl_forces_are_its_gradient_and_push_apart():
     assert pair[-1] == 0.0
 
 
-def test_zbl_needs_inner_below_outer():
+def test_zbl_inner_is_a_fraction_of_the_switch_radius():
+    from ase import Atoms
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    with pytest.raises(InvalidParameterError, match="inner"):
+        ZBL(inner=1.0).energy_forces(Atoms("H2", positions=[[0, 0, 0], [0, 0, 1]]))
+
+
+def test_zbl_fitted_to_data_is_zero_on_them_and_repels_every_closer_contact(rings):
+    frames = rings[0]
+    zbl = ZBL().fit(frames)
+    assert {(1, 1), (1, 6), (6, 16), (16, 79)} <= set(zbl.r_out_)
+    assert 0.8 < zbl.r_out_[(1, 6)] < 1.1 < 1.3 < zbl.r_out_[(1, 1)]
+    for atoms in frames[:20]:
+        e, f = zbl.energy_forces(atoms)
+        assert not e.any() and not f.any()
+    # the closest C-H of the data, shortened by 5 %, is repelled
     from ase import Atoms
 
-    with pytest.raises(ValueError, match="inner < outer"):
-        ZBL(inner=0.7, outer=0.6).energy_forces(Atoms("H2", positions=[[0, 0, 0], [0, 0, 1]]))
+    r = zbl.r_out_[(1, 6)]
+    e, f = zbl.energy_forces(Atoms("CH", positions=[[0, 0, 0], [0.95 * r, 0, 0]]))
+    assert e.sum() > 0 and f[1, 0] > 0
 
 
 def test_calculator_gives_energy_free_energy_per_atom_energies_and_forces(pot, rings):

@@ -5,9 +5,9 @@ training structure has been, such as two atoms much closer than a bond, its ener
 fall without bound, and an optimizer or MD run that finds such a hole falls into it. The
 baseline makes close contacts cost what physics says they cost: the universal ZBL
 repulsion [1]_, the Coulomb repulsion of two nuclei screened by their electrons. It is
-multiplied by a smooth switch that is 1 below ``inner`` and 0 above ``outer`` times
-the sum of the two atoms' covalent radii, so it is exactly zero at the distances of
-the training data and the learnt energy is not disturbed there.
+multiplied by a smooth switch that vanishes at and beyond the closest distance at which
+the training data hold each pair of elements, so the learnt energy is not disturbed where
+there are data, and every contact closer than the data pays the repulsion.
 
 References
 ----------
@@ -32,57 +32,112 @@ _ZBL_B = np.array([3.19980, 0.94229, 0.40290, 0.20162])
 
 
 class ZBL(BaseEstimator):
-    """ZBL screened nuclear repulsion, smoothly switched off at bonding distances.
+    """ZBL screened nuclear repulsion, switched off at the closest distances of the data.
 
     ``E = ½ Σᵢ Σⱼ≠ᵢ V(rᵢⱼ) s(rᵢⱼ)`` with the universal ZBL potential
 
     ``V(r) = Zᵢ Zⱼ e² / (4πε₀ r) · Σₘ Aₘ exp(−bₘ r / a)``,
     ``a = 0.46850 Å / (Zᵢ^0.23 + Zⱼ^0.23)``
 
-    and a quintic switch ``s`` that is 1 for ``r ≤ inner·Rᵢⱼ``, 0 for
-    ``r ≥ outer·Rᵢⱼ`` and twice continuously differentiable, ``Rᵢⱼ`` the sum of
-    the covalent radii (``ase.data.covalent_radii``). ``V`` and ``V·s`` fall
+    and a quintic switch ``s`` that is 1 below ``inner·r_out``, 0 above ``r_out``
+    and twice continuously differentiable. ``r_out`` of a pair of elements is the
+    closest distance at which the structures given to :meth:`fit` hold that pair
+    (a training set's contacts: bonded C–H near 0.9 Å, non-bonded H–H near 1.7 Å),
+    so the baseline is zero on the training data and walls off every closer
+    contact, where a distance regression has no data and may dig a hole. Pairs
+    absent from the data, or an unfitted ZBL, use ``outer`` times the sum of the
+    covalent radii (``ase.data.covalent_radii``). ``V`` and ``V·s`` fall
     monotonically with ``r``, so the baseline only ever pushes atoms apart.
 
     Parameters
     ----------
-    inner : float, default=0.35
-        Below ``inner·Rᵢⱼ`` the full ZBL repulsion acts.
+    inner : float, default=0.5
+        The full ZBL repulsion acts below ``inner·r_out``.
     outer : float, default=0.6
-        Above ``outer·Rᵢⱼ`` the baseline is exactly zero. Bonded atoms of the
-        bundled data sets sit at 0.8–1.1 Rᵢⱼ, so 0.6 leaves every training
-        structure untouched.
+        ``r_out`` of a pair without data, in units of the sum of covalent radii
+        (bonded atoms sit at 0.8–1.1 of it).
+
+    Attributes
+    ----------
+    r_out_ : dict of (int, int) to float
+        After :meth:`fit`: the closest distance (Å) of each pair of atomic
+        numbers (smaller number first) in the data.
 
     Examples
     --------
     >>> from ase import Atoms
     >>> zbl = ZBL()
-    >>> e, f = zbl.energy_forces(Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.2]]))
+    >>> e, f = zbl.energy_forces(Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.15]]))
     >>> round(float(e.sum()), 2), bool(f[0, 2] < 0 < f[1, 2])
-    (33.28, True)
+    (52.18, True)
     >>> e, f = zbl.energy_forces(Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.74]]))
     >>> float(e.sum()), float(abs(f).max())
     (0.0, 0.0)
+    >>> zbl = ZBL().fit([Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.74]])])
+    >>> zbl.r_out_
+    {(1, 1): 0.74}
     """
 
     _parameter_constraints: dict = {
-        "inner": [Interval(Real, 0, None, closed="left")],
+        "inner": [Interval(Real, 0, 1, closed="left")],
         "outer": [Interval(Real, 0, None, closed="neither")],
     }
 
-    def __init__(self, inner=0.35, outer=0.6):
+    def __init__(self, inner=0.5, outer=0.6):
         self.inner = inner
         self.outer = outer
 
-    def _check(self):
+    def fit(self, X, y=None):
+        """Record the closest distance of every pair of elements in the structures ``X``.
+
+        Parameters
+        ----------
+        X : sequence of ase.Atoms
+        y : ignored
+
+        Returns
+        -------
+        self
+        """
         self._validate_params()
-        if not self.inner < self.outer:
-            raise ValueError(f"ZBL needs inner < outer, got inner={self.inner}, outer={self.outer}")
+        neighbor_list = import_optional("ase.neighborlist", purpose="ZBL").neighbor_list
+        closest = {}
+        for atoms in X:
+            if len(atoms) < 2:
+                continue
+            i, j, r, _ = _pairs(atoms, _SEARCH, neighbor_list)
+            if not len(r):
+                continue
+            zi, zj = np.minimum(atoms.numbers[i], atoms.numbers[j]), np.maximum(
+                atoms.numbers[i], atoms.numbers[j])
+            key = zi.astype(np.int64) * 1000 + zj
+            order = np.lexsort((r, key))
+            first = np.ones(len(order), dtype=bool)
+            first[1:] = key[order][1:] != key[order][:-1]
+            for k, d in zip(key[order][first], r[order][first], strict=True):
+                pair = (int(k // 1000), int(k % 1000))
+                closest[pair] = min(closest.get(pair, np.inf), float(d))
+        self.r_out_ = dict(sorted(closest.items()))
+        return self
+
+    def _r_out(self, zi, zj):
+        radii = import_optional("ase.data", purpose="ZBL").covalent_radii
+        default = self.outer * (radii[zi] + radii[zj])
+        table = getattr(self, "r_out_", None)
+        if not table:
+            return default
+        lo, hi = np.minimum(zi, zj), np.maximum(zi, zj)
+        return np.array([table.get((int(a), int(b)), d) for a, b, d in zip(lo, hi, default,
+                                                                           strict=True)])
 
     def cutoff(self, numbers):
-        """The largest distance (Å) at which two atoms of ``numbers`` still repel."""
+        """The largest distance (Å) at which two atoms of ``numbers`` can still repel."""
         radii = import_optional("ase.data", purpose="ZBL").covalent_radii
-        return 2.0 * float(radii[np.unique(numbers)].max()) * self.outer
+        reach = 2.0 * float(radii[np.unique(numbers)].max()) * self.outer
+        table = getattr(self, "r_out_", None)
+        if table:
+            reach = max(reach, max(table.values()))
+        return reach
 
     def energy_forces(self, atoms):
         """Per-atom repulsion energies and forces of one structure.
@@ -99,9 +154,8 @@ class ZBL(BaseEstimator):
         forces : ndarray of shape (n_atoms, 3)
             ``−∂E/∂r`` in eV/Å.
         """
-        self._check()
+        self._validate_params()
         neighbor_list = import_optional("ase.neighborlist", purpose="ZBL").neighbor_list
-        radii = import_optional("ase.data", purpose="ZBL").covalent_radii
         n = len(atoms)
         energies = np.zeros(n)
         forces = np.zeros((n, 3))
@@ -109,19 +163,23 @@ class ZBL(BaseEstimator):
             return energies, forces
         i, j, r, D = _pairs(atoms, self.cutoff(atoms.numbers), neighbor_list)
         Z = atoms.numbers
-        R = radii[Z[i]] + radii[Z[j]]
-        keep = r < self.outer * R
+        r_out = self._r_out(Z[i], Z[j])
+        keep = r < r_out
         if not keep.any():
             return energies, forces
-        i, j, r, D, R = i[keep], j[keep], r[keep], D[keep], R[keep]
+        i, j, r, D, r_out = i[keep], j[keep], r[keep], D[keep], r_out[keep]
         v, dv = pair_energy(Z[i], Z[j], r)
-        s, ds = switch(r, self.inner * R, self.outer * R)
+        s, ds = switch(r, self.inner * r_out, r_out)
         e = v * s
         de = dv * s + v * ds  # dE/dr of the pair
         np.add.at(energies, i, 0.5 * e)
         # each pair appears as (i, j) and (j, i); D = r_j − r_i, so −∂E/∂r_i = E'(r) D / r
         np.add.at(forces, i, (de / r)[:, None] * D)
         return energies, forces
+
+
+#: How far :meth:`ZBL.fit` looks for the closest contact of each pair (Å).
+_SEARCH = 4.0
 
 
 def _pairs(atoms, cutoff, neighbor_list):
