@@ -44,9 +44,11 @@ class ZBL(BaseEstimator):
     closest distance at which the structures given to :meth:`fit` hold that pair
     (a training set's contacts: bonded C–H near 0.9 Å, non-bonded H–H near 1.7 Å),
     so the baseline is zero on the training data and walls off every closer
-    contact, where a distance regression has no data and may dig a hole. Pairs
-    absent from the data, or an unfitted ZBL, use ``outer`` times the sum of the
-    covalent radii (``ase.data.covalent_radii``). ``V`` and ``V·s`` fall
+    contact, where a distance regression has no data and may dig a hole. A pair
+    of elements of the data that never comes within 4 Å (methyl carbons of
+    different thiolates in the rings) gets 4 Å. Elements absent from the data,
+    or an unfitted ZBL, use ``outer`` times the sum of the covalent radii
+    (``ase.data.covalent_radii``). ``V`` and ``V·s`` fall
     monotonically with ``r``, so the baseline only ever pushes atoms apart.
 
     Parameters
@@ -61,7 +63,7 @@ class ZBL(BaseEstimator):
     ----------
     r_out_ : dict of (int, int) to float
         After :meth:`fit`: the closest distance (Å) of each pair of atomic
-        numbers (smaller number first) in the data.
+        numbers (smaller number first) in the data, at most 4 Å.
 
     Examples
     --------
@@ -76,6 +78,9 @@ class ZBL(BaseEstimator):
     >>> zbl = ZBL().fit([Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.74]])])
     >>> zbl.r_out_
     {(1, 1): 0.74}
+    >>> water = Atoms("H2O", positions=[[0, 0, 0], [1.5, 0, 0], [0.75, 0.6, 0]])
+    >>> {pair: round(r, 2) for pair, r in ZBL().fit([water]).r_out_.items()}
+    {(1, 1): 1.5, (1, 8): 0.96, (8, 8): 4.0}
     """
 
     _parameter_constraints: dict = {
@@ -117,7 +122,13 @@ class ZBL(BaseEstimator):
             for k, d in zip(key[order][first], r[order][first], strict=True):
                 pair = (int(k // 1000), int(k % 1000))
                 closest[pair] = min(closest.get(pair, np.inf), float(d))
-        self.r_out_ = dict(sorted(closest.items()))
+        # a pair of elements of the data that never comes within the search radius has
+        # no contact in the data at all: every contact closer than that radius is new
+        present = sorted({int(z) for atoms in X for z in np.unique(atoms.numbers)})
+        for a_, za in enumerate(present):
+            for zb in present[a_:]:
+                closest.setdefault((za, zb), _SEARCH)
+        self.r_out_ = {pair: min(d, _SEARCH) for pair, d in sorted(closest.items())}
         return self
 
     def _r_out(self, zi, zj):
