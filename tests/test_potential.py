@@ -356,3 +356,27 @@ def test_without_the_baseline_nothing_guards_the_close_contact(rings):
     rise_bare = bare.predict(moved)[0] - bare.predict(atoms)[0]
     rise = guarded.predict(moved)[0] - guarded.predict(atoms)[0]
     assert rise > rise_bare + 10.0
+
+
+def test_confinement_is_zero_on_the_data_and_its_gradient_is_exact(pot, rings):
+    assert np.all(pot.extrapolation(rings[0]) <= 1e-12)
+    # move a methyl carbon 0.6 Å towards its neighbouring sulfur's gold: outside the data
+    atoms = rings[1][0].copy()
+    c = atoms.get_chemical_symbols().index("C")
+    atoms.positions[c] += [0.6, 0.3, 0.0]
+    x = pot.extrapolation(atoms)
+    assert x.max() > 0.05
+    F = pot.predict_forces(atoms)
+    coordinates = [(c, 0), (c, 1), (c, 2)]
+    fd = _central_differences(pot, atoms, coordinates, 1e-5)
+    exact = np.array([F[j, a] for j, a in coordinates])
+    np.testing.assert_allclose(exact, fd, rtol=0, atol=1e-6 * np.abs(F).max())
+
+
+def test_without_confinement_the_wall_is_gone(rings):
+    free = _small(confinement=0.0).fit(rings[0])
+    assert all(k == 0.0 for k in free.confinement_.values())
+    atoms = rings[1][0].copy()
+    atoms.positions[atoms.get_chemical_symbols().index("C")] += [0.6, 0.3, 0.0]
+    walled = _small().fit(rings[0])
+    assert walled.predict(atoms)[0] - free.predict(atoms)[0] > 0
