@@ -1,0 +1,73 @@
+"""Active learning: ML MD checked by GFN2-xTB single points grows the training data."""
+
+import numpy as np
+import pytest
+
+pytest.importorskip("dscribe")
+pytest.importorskip("tblite")
+
+from mlmlearn.applications.active_learning import active_learning  # noqa: E402
+from mlmlearn.atoms import SOAP  # noqa: E402
+from mlmlearn.datasets import load_gold_thiolate_rings  # noqa: E402
+from mlmlearn.forcefield import EMLMPotential  # noqa: E402
+
+E0 = {"H": -10.707, "C": -48.847, "S": -85.669, "Au": -103.475}
+
+
+def _gfn2():
+    from tblite.ase import TBLite
+
+    return TBLite(method="GFN2-xTB", verbosity=0)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    data = load_gold_thiolate_rings()
+    au4 = [f for f in data.frames if len(f) == 24]
+    pot = EMLMPotential(SOAP(r_cut=4.0, n_max=3, l_max=2), n_references=20, atomic_energies=E0)
+    return pot, au4[1::40], [au4[100]]
+
+
+def test_frames_the_potential_gets_wrong_join_the_data_with_reference_results(setup, tmp_path):
+    from threadpoolctl import threadpool_limits
+
+    pot, train, starts = setup
+    with threadpool_limits(1):
+        result = active_learning(pot, train, _gfn2, starts, rounds=2, n_steps=40, check_every=20,
+                                 force_threshold=0.01, checkpoint=tmp_path / "al")
+    # a threshold below any model's error adds the first checked frame of every run
+    assert [h["added"] for h in result.history] == [1, 1]
+    assert not result.converged and len(result.added) == 2
+    frame = result.added[0]
+    assert frame.info["round"] == 0 and frame.info["step"] == 20
+    reference = frame.copy()
+    reference.calc = _gfn2()
+    with threadpool_limits(1):
+        np.testing.assert_allclose(frame.get_forces(), reference.get_forces(), atol=1e-8)
+    # the returned potential has learnt from both added frames
+    assert result.potential.n_energy_rows_ == len(train) + 2
+    assert repr(result.potential) == repr(pot) and result.potential is not pot
+
+    # the checkpoint resumes after its last round: a third round continues the same run
+    with threadpool_limits(1):
+        more = active_learning(pot, train, _gfn2, starts, rounds=2, n_steps=40, check_every=20,
+                               force_threshold=0.01, checkpoint=tmp_path / "al")
+    assert more.history == result.history
+    np.testing.assert_array_equal(more.added[1].positions, result.added[1].positions)
+    with pytest.raises(ValueError, match="settings"):
+        active_learning(pot, train, _gfn2, starts, rounds=3, n_steps=40, check_every=20,
+                        force_threshold=0.01, checkpoint=tmp_path / "al")
+
+
+def test_a_lenient_threshold_converges_in_one_round(setup):
+    pot, train, starts = setup
+    result = active_learning(pot, train, _gfn2, starts, rounds=3, n_steps=40, check_every=20,
+                             force_threshold=100.0)
+    assert result.converged and len(result.history) == 1 and not result.added
+    assert result.history[0]["checked"] == 2 and len(result.history[0]["force_rmse"]) == 2
+
+
+def test_no_starts_is_refused(setup):
+    pot, train, _ = setup
+    with pytest.raises(ValueError, match="starts is empty"):
+        active_learning(pot, train, _gfn2, [])
