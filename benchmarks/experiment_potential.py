@@ -5,9 +5,13 @@
     python benchmarks/experiment_potential.py accuracy --split au25   # the 300 K Au25 run held out
     python benchmarks/experiment_potential.py optimize                # BFGS/FIRE vs GFN2-xTB minima
     python benchmarks/experiment_potential.py md                      # 600 K Langevin, NVE drift
+    python benchmarks/experiment_potential.py active                  # active-learning frames
 
-Training data: the bundled MD runs (every ``--stride``-th frame) and every reference
-relaxation path (``kind="relaxation"``) whose source is not held out. The potential is
+Training data: the bundled MD runs (every ``--stride``-th frame), every reference
+relaxation path (``kind="relaxation"``) whose source is not held out, and the frames that
+the ``active`` part added (``benchmarks/results/active_rings``, if it ran: 600 K MD on the
+potential from frames of training runs, checked by GFN2-xTB, see
+:func:`mlmlearn.applications.active_learning.active_learning`). The potential is
 :class:`~mlmlearn.forcefield.EMLMPotential` with the settings printed; paper IV's force field
 (EMLM norm × OAMLM direction per atom type) is fitted on ``--k4`` random environments per
 type of the same frames. Errors are per element for both models: force RMSE of the vector
@@ -65,8 +69,28 @@ def ring_split(split, stride, relaxations=True):
     test = [f for f, h, m, r in zip(data.frames, held, md, runs, strict=True)
             if h and m and (split == "size" or r == HELD_OUT_RUN)]
     n_relax = int(np.sum(keep & ~md))
-    return train, test[::2], (f"{what}; training {len(train)} frames ({len(train) - n_relax} MD, "
-                              f"every {stride}th; {n_relax} relaxation steps)")
+    active = _active_frames(split)
+    return train + active, test[::2], (
+        f"{what}; training {len(train) + len(active)} frames ({len(train) - n_relax} MD, every "
+        f"{stride}th; {n_relax} relaxation steps; {len(active)} active-learning frames)")
+
+
+ACTIVE = os.path.join(RESULTS, "active_rings")
+
+
+def _active_frames(split):
+    """Frames added by the ``active`` part, if it ran (none of the held-out ring size for
+    the size split: its starts include Au5 runs other than the held-out one)."""
+    path = os.path.join(ACTIVE, "added.traj")
+    if not USE_ACTIVE or not os.path.exists(path) or not os.path.getsize(path):
+        return []
+    from ase.io import read
+
+    frames = read(path, ":")
+    return [f for f in frames if split != "size" or len(f) != 30]
+
+
+USE_ACTIVE = True
 
 
 def au25_split(stride, relaxations=True):
@@ -290,6 +314,36 @@ def optimize(args, out):
           f"{moved.max():.4f} Å", file=out, flush=True)
 
 
+def active(args, out):
+    from mlmlearn.applications.active_learning import active_learning
+    from mlmlearn.datasets import load_gold_thiolate_rings
+
+    global USE_ACTIVE
+    USE_ACTIVE = False
+    train, _, what = ring_split("run", args.stride, args.relaxations)
+    data = load_gold_thiolate_rings()
+    runs = np.asarray(data.run_names)[data.run]
+    starts = []
+    for name in data.run_names:
+        if name == HELD_OUT_RUN or not (name.endswith("600K") or name.startswith("Au5")):
+            continue
+        starts.append([f for f, r in zip(data.frames, runs, strict=True) if r == name][100])
+    print(f"{what}\nactive learning: 600 K Langevin from frame 100 of {len(starts)} training "
+          f"runs, {args.al_steps} steps of 1 fs per round, GFN2-xTB check every 50 steps, "
+          f"threshold {args.al_threshold} eV/Å", file=out, flush=True)
+    t0 = time.perf_counter()
+    result = active_learning(potential(**_potential_params(args)), train, _gfn2, starts,
+                             rounds=args.rounds, n_steps=args.al_steps, check_every=50,
+                             force_threshold=args.al_threshold, checkpoint=ACTIVE, verbose=1)
+    for h in result.history:
+        e = np.array(h["force_rmse"])
+        print(f"round {h['round']}: {h['checked']} checks, {h['added']} added, {h['failed']} "
+              f"failed; force RMSE at checks median {np.median(e):.3f}, max {e.max():.3f} eV/Å; "
+              f"steps run {h['steps']}", file=out, flush=True)
+    print(f"converged: {result.converged}; {len(result.added)} frames added in "
+          f"{time.perf_counter() - t0:.0f} s", file=out, flush=True)
+
+
 def md(args, out):
     from ase import units
     from ase.md.langevin import Langevin
@@ -366,7 +420,7 @@ def md(args, out):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("part", choices=["accuracy", "optimize", "md"])
+    parser.add_argument("part", choices=["accuracy", "optimize", "md", "active"])
     parser.add_argument("--split", choices=["run", "size", "au25"], default="run")
     parser.add_argument("--stride", type=int, default=4)
     parser.add_argument("--references", type=int, default=300)
@@ -382,6 +436,9 @@ def main(argv=None):
                         help="SOAP with the poly radial weighting (r0 = r_cut, c 1, m 2)")
     parser.add_argument("--no-relaxations", dest="relaxations", action="store_false",
                         help="train on MD frames only")
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--al-steps", type=int, default=2000)
+    parser.add_argument("--al-threshold", type=float, default=0.2)
     parser.add_argument("--temperature", type=float, default=600.0)
     parser.add_argument("--ps", type=float, default=5.0)
     args = parser.parse_args(argv)
@@ -390,7 +447,8 @@ def main(argv=None):
     print(f"load {os.getloadavg()[0]:.2f}; {' '.join(sys.argv)}", file=out)
     with threadpool_limits(1), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        {"accuracy": accuracy, "optimize": optimize, "md": md}[args.part](args, out)
+        {"accuracy": accuracy, "optimize": optimize, "md": md, "active": active}[args.part](
+            args, out)
     return 0
 
 
