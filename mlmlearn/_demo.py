@@ -85,7 +85,7 @@ def ring_demo(held_out=5, *, stride=8, references=300, steps=200, max_uncertaint
     from threadpoolctl import threadpool_limits
 
     from .applications.optimize import optimize
-    from .atoms import SOAP, AtomicEnvironments, AtomTypingError, MissingNeighborsError
+    from .atoms import AtomicEnvironments, AtomTypingError, MissingNeighborsError
     from .datasets import gold_thiolate_ring, isolated_atom_energies, load_gold_thiolate_rings
     from .forcefield import (
         EMLMPotential,
@@ -124,8 +124,7 @@ def ring_demo(held_out=5, *, stride=8, references=300, steps=200, max_uncertaint
 
     pot, fit_pot = potential, 0.0
     if pot is None:
-        pot = EMLMPotential(SOAP(r_cut=6.0, n_max=4, l_max=3, sigma=0.25),
-                            n_references=references, epsilon=10.0, energy_sigma=0.02,
+        pot = EMLMPotential(n_references=references,
                             atomic_energies=isolated_atom_energies("GFN2-xTB"), verbose=bars)
         log(f"fitting the potential: {len(train)} structures, {references} references per "
             "element, one linear solve on their energies and forces")
