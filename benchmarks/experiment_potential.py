@@ -267,6 +267,15 @@ def optimize(args, out):
     t0 = time.perf_counter()
     pot.fit(train)
     print(f"{what}\npotential {pot!r} fitted in {time.perf_counter() - t0:.0f} s", file=out)
+    ff = None
+    if args.k4:
+        from mlmlearn.forcefield import ForcesOnly
+
+        ff, fit4 = paper_iv(train, args.k4)
+        print(f"paper IV's force field: K={args.k4} per type, fitted in {fit4:.0f} s; its "
+              "BFGS: ForcesOnly, maxstep 0.1 Å, fmax 0.05 eV/Å, at most 200 steps, stopped by "
+              "any error of the force field (an atom type without a model, a lost partner)",
+              file=out)
     data = load_gold_thiolate_rings()
     runs = np.asarray(data.run_names)[data.run]
     held = [f for f, r in zip(data.frames, runs, strict=True) if r == HELD_OUT_RUN]
@@ -291,6 +300,22 @@ def optimize(args, out):
                              _au_contacts(ref)))
                 line += f" | {opt}@{fmax}: {'yes' if conv else 'NO'}/{n}, {de:+.4f}, " \
                         f"{rmsd:.3f}, {_au_contacts(a)}"
+        if ff is not None:
+            from ase.optimize import BFGS
+
+            b = start.copy()
+            b.calc = MLMCalculator(ff)
+            opt = BFGS(ForcesOnly(b), maxstep=0.1, logfile=None)
+            try:
+                conv = bool(opt.run(fmax=0.05, steps=200))
+            except Exception:  # noqa: BLE001 - the force field left its domain: a result
+                conv = False
+            de = _gfn2_energy(b) - e_ref
+            rmsd = _heavy_rmsd(b, ref)
+            rows.append((name, "paper IV BFGS", conv, opt.nsteps, de, rmsd, _au_contacts(b),
+                         _au_contacts(ref)))
+            line += f" | paper IV: {'yes' if conv else 'NO'}/{opt.nsteps}, {de:+.4f}, " \
+                    f"{rmsd:.3f}, {_au_contacts(b)}"
         # from the GFN2 minimum itself, to a tight fmax so that it moves at all
         a, conv, n = _run(ref, MLMCalculator(pot), "BFGS", 0.01, 2000)
         moved = _heavy_rmsd(a, ref)
@@ -298,13 +323,15 @@ def optimize(args, out):
         rows.append((name, "from-min", conv, n, np.nan, moved, _au_contacts(a),
                      _au_contacts(ref)))
         print(line, file=out, flush=True)
-    for scheme in ("BFGS@0.05", "FIRE@0.05", "BFGS@0.01", "FIRE@0.01"):
+    for scheme in ("BFGS@0.05", "FIRE@0.05", "BFGS@0.01", "FIRE@0.01", "paper IV BFGS"):
         mine = [r for r in rows if r[1] == scheme]
         same = [r for r in mine if r[6] == r[7]]
         de = np.array([r[4] for r in same])
         rm = np.array([r[5] for r in same])
         print(f"\n{scheme}: converged {sum(r[2] for r in mine)} of {len(mine)}; same basin as "
               f"GFN2 (same Au-Au contact count) {len(same)} of {len(mine)}", file=out)
+        if not mine:
+            continue
         if same:
             print(f"  same basin: E_GFN2 above the GFN2 minimum median {np.nanmedian(de):.4f} "
                   f"eV, max {np.nanmax(de):.4f} eV; heavy RMSD median {np.median(rm):.3f} Å, "
