@@ -64,15 +64,22 @@ def ring_split(split, stride, relaxations=True):
     else:
         raise ValueError(split)
     md = data.kind == "md"
-    keep = ~held & (~md | (np.arange(len(md)) % stride == 0))
+    # every stride-th frame of each kind, counted within the kind (consecutive relaxation
+    # steps differ little), and the last step of every relaxation path (its minimum)
+    order = np.zeros(len(md), dtype=int)
+    for kind in (True, False):
+        order[md == kind] = np.arange(np.sum(md == kind))
+    last = np.r_[data.run[1:] != data.run[:-1], True] & ~md
+    keep = ~held & ((order % stride == 0) | last)
     train = [f for f, k in zip(data.frames, keep, strict=True) if k]
     test = [f for f, h, m, r in zip(data.frames, held, md, runs, strict=True)
             if h and m and (split == "size" or r == HELD_OUT_RUN)]
     n_relax = int(np.sum(keep & ~md))
     active = _active_frames(split)
     return train + active, test[::2], (
-        f"{what}; training {len(train) + len(active)} frames ({len(train) - n_relax} MD, every "
-        f"{stride}th; {n_relax} relaxation steps; {len(active)} active-learning frames)")
+        f"{what}; training {len(train) + len(active)} frames ({len(train) - n_relax} MD and "
+        f"{n_relax} relaxation steps, every {stride}th and the last of each path; "
+        f"{len(active)} active-learning frames)")
 
 
 ACTIVE = os.path.join(RESULTS, "active_rings")
