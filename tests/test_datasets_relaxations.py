@@ -195,6 +195,46 @@ class _HangOnce(EMT):
         super().calculate(*args, **kwargs)
 
 
+def test_packing_keeps_a_diverged_path_up_to_its_smallest_force(tmp_path, monkeypatch):
+    from mlmlearn.datasets import generate
+    from mlmlearn.datasets._bundled import load_archive
+
+    class _Collapse(EMT):
+        reached = False
+
+        def calculate(self, *args, **kwargs):
+            super().calculate(*args, **kwargs)
+            if self.reached:
+                self.results["forces"] = 100.0 * self.results["forces"]
+            self.reached |= _fmax(self.results["forces"]) < 0.2
+
+    run_relaxation(_start(), _Collapse(), tmp_path / "slide.extxyz", fmax=0.001, max_steps=200,
+                   source_run="built", divergence=(0.2, 2.0))
+    run_relaxation(_start(), EMT(), tmp_path / "fine.extxyz", fmax=0.05, max_steps=200,
+                   source_run="Au5(SCH3)5_600K", source_step=40)
+    monkeypatch.setattr(generate, "_relaxation_starts", lambda name, settings: [
+        ("slide", "built", -1), ("fine", "Au5(SCH3)5_600K", 40), ("missing", "built", -1)])
+    monkeypatch.setattr(_recipes, "compute_isolated_atom_energies",
+                        lambda method: {"H": -1.0, "C": -2.0, "S": -3.0, "Au": -4.0})
+    names = generate.pack_relaxations("ring-relaxations", tmp_path, tmp_path / "out.npz",
+                                      elapsed=1.0)
+    assert names == ["slide", "fine"]
+    data = load_archive(tmp_path / "out.npz")
+    slide, fine = data.metadata["runs"]
+    computed = read_frames(tmp_path / "slide.extxyz")
+    fmax = [_fmax(f.get_forces()) for f in computed]
+    assert slide["status"] == "diverged" and slide["n_steps_computed"] == len(computed) - 1
+    assert slide["n_frames"] == int(np.argmin(fmax)) + 1 < len(computed)
+    assert slide["fmax_reached"] == pytest.approx(min(fmax), abs=1e-5)
+    assert (slide["split"], fine["split"]) == ("train", "test")  # the held-out run is test
+    assert fine["status"] == "converged" and fine["n_frames"] == len(read_frames(
+        tmp_path / "fine.extxyz"))
+    assert data.metadata["partial"] == ["missing"]
+    assert data.metadata["isolated_atom_energies"]["energies_eV"]["Au"] == -4.0
+    assert data.metadata["settings"] == json.loads(json.dumps(_recipes.RING_RELAXATIONS))
+    assert np.all(data.temperature_K == 0.0)
+
+
 # ---------------------------------------------------------------------------------------------
 # the bundled archives
 

@@ -322,7 +322,8 @@ def load_gold_thiolate_rings(*, kind="md", include_broken=False):
     (recipe :data:`~mlmlearn.datasets._recipes.RING_RELAXATIONS`), started from
     every 20th frame of the run ``"Au5(SCH3)5_600K"`` (steps 0, 40, …, 400; the
     held-out test run, ``split == "test"``), from the built rings (``source_run``
-    ``"built"``, ``source_step`` -1) and from frames of every other MD run. Each
+    ``"built"``, ``source_step`` -1) and from the frames at steps 400 and 200 of
+    every other MD run. Each
     path is one entry of ``run_names``; ``metadata["runs"]`` gives its source,
     whether and how it ended (``status``: ``"converged"``, ``"max_steps"`` or
     ``"diverged"``), the largest force reached and any failed single points.

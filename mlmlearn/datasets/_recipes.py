@@ -297,7 +297,7 @@ RING_RELAXATIONS = {
     "held_out_run": "Au5(SCH3)5_600K",
     "held_out_steps": tuple(range(0, 401, 40)),
     "n_gold": (4, 5, 6, 7, 8),
-    "md_steps": (400, 200, 100, 300),
+    "md_steps": (400, 200),
 }
 
 #: Reference BFGS paths of Au25(SCH3)18- (GFN1-xTB), from frames of the heating run and of
@@ -309,7 +309,7 @@ AU25_RELAXATIONS = {
     "calculator": {"electronic_temperature": 300.0, "max_iterations": 250},
     "optimizer": "BFGS",
     "fmax_eV_per_A": 0.05,
-    "max_steps": 200,
+    "max_steps": 300,
     "maxstep_A": 0.1,
     "timeout_s": 600.0,
     "max_failures": 4,
@@ -319,6 +319,7 @@ AU25_RELAXATIONS = {
         ("Au25(SCH3)18_500K", 700),
         ("Au25(SCH3)18_heating", 400),
         ("Au25(SCH3)18_heating", 800),
+        ("Au25(SCH3)18_500K", 350),
     ),
 }
 

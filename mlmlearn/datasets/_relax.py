@@ -84,7 +84,8 @@ def run_relaxation(
         ``converged``, ``fmax_reached`` (eV/Å, last frame), ``n_steps``, ``n_frames``,
         ``failures`` (one entry per failed single point: step, kind, message,
         the maxstep after it), ``final_maxstep``, ``status``
-        (``"converged"``, ``"max_steps"``, ``"diverged"`` or ``"failed"``) and ``wall_time_s``.
+        (``"converged"``, ``"max_steps"``, ``"diverged"`` or ``"failed"``) and ``wall_time_s``
+        (of the calls that ran it; an interrupted call's time is not counted).
         Also written to ``<output>.summary.json``.
 
     Examples
@@ -106,7 +107,10 @@ def run_relaxation(
         done = summary.get("max_steps", summary.get("relax_max_steps"))
         if summary["status"] != "max_steps" or done >= max_steps:
             return summary
+        previous_time = summary["wall_time_s"]
         os.remove(summary_path)  # a longer path asked for: continue it
+    else:
+        previous_time = 0.0
     state_path = output + ".failures.json"
     failures = _read_json(state_path, [])
     current_maxstep = failures[-1]["maxstep_after"] if failures else float(maxstep)
@@ -158,7 +162,7 @@ def run_relaxation(
         "n_frames": len(frames),
         "failures": failures,
         "final_maxstep": current_maxstep,
-        "wall_time_s": round(time.perf_counter() - tic, 1),
+        "wall_time_s": round(previous_time + time.perf_counter() - tic, 1),
         "max_steps": int(max_steps),
         **settings,
     }

@@ -63,14 +63,15 @@ DESCRIPTIONS = {
         "Gold-thiolate rings Au_n(SCH3)_n, n = 4..8, GFN2-xTB (tblite) reference relaxations: "
         "ASE BFGS (maxstep 0.1 A) to fmax 0.02 eV/A, at most 300 steps, every step kept. "
         "Starts: every 20th frame of the MD run Au5(SCH3)5_600K (steps 0, 40, ..., 400; the "
-        "held-out test run, split 'test'), the built rings (source_run 'built'), and frames "
-        "of every other MD run of gold_thiolate_rings.npz (split 'train'). Paths GFN2-xTB "
+        "held-out test run, split 'test'), the built rings (source_run 'built'), and the "
+        "frames at steps 400 and 200 (the last intact one at or before) of every other MD run "
+        "of gold_thiolate_rings.npz (split 'train'). Paths GFN2-xTB "
         "pulls into a collapse of the gold atoms (Au6-Au8) are 'diverged' and kept up to "
         "their frame of smallest largest force. Isolated-atom energies in the metadata."
     ),
     "au25-relaxations": (
         "Au25(SCH3)18 anion (charge -1), GFN1-xTB (tblite) reference relaxations: ASE BFGS "
-        "(maxstep 0.1 A) to fmax 0.05 eV/A, at most 200 steps, every step kept, from frames "
+        "(maxstep 0.1 A) to fmax 0.05 eV/A, at most 300 steps, every step kept, from frames "
         "of the heating run and of the 500 K run of au25.npz (never of the 300 K test run). "
         "Isolated-atom energies in the metadata."
     ),
@@ -215,7 +216,8 @@ def pack_relaxations(name, workdir, output, *, elapsed):
     ``failures`` (failed single points and the shorter step after each),
     ``final_maxstep_A`` and ``wall_time_s``. The metadata also holds the
     isolated-atom energies of the method (recomputed here, milliseconds) and
-    ``partial``: the paths of the recipe not yet finished.
+    ``partial``: the paths of the recipe not yet finished, and
+    ``wall_time_s_paths``: the packed paths' generation time, summed.
 
     Returns
     -------
@@ -269,6 +271,7 @@ def pack_relaxations(name, workdir, output, *, elapsed):
     meta = metadata(name, settings, [], elapsed=elapsed)
     meta["runs"] = runs
     meta["partial"] = missing
+    meta["wall_time_s_paths"] = round(sum(run["wall_time_s"] for run in runs), 1)
     meta["isolated_atom_energies"] = {
         "method": settings["method"],
         "energies_eV": _recipes.compute_isolated_atom_energies(settings["method"]),
