@@ -170,15 +170,17 @@ class EMLMPotential(BaseEstimator):
 
     Examples
     --------
+    >>> from mlmlearn.atoms import SOAP
     >>> from mlmlearn.datasets import load_gold_thiolate_rings, isolated_atom_energies
     >>> from mlmlearn.forcefield import EMLMPotential
     >>> data = load_gold_thiolate_rings()
-    >>> train = [f for f, run in zip(data.frames, data.run_names[data.run])
-    ...          if run.startswith("Au4")][::20]
-    >>> pot = EMLMPotential(n_references=30,
+    >>> train = [f for f in data.frames if len(f) == 24][::20]          # Au4(SCH3)4 rings
+    >>> pot = EMLMPotential(SOAP(r_cut=5.0, n_max=3, l_max=2), n_references=30,
     ...                     atomic_energies=isolated_atom_energies("GFN2-xTB")).fit(train)
     >>> pot.predict(train[:2]).shape, pot.predict_forces(train[0]).shape
     ((2,), (24, 3))
+    >>> bool(pot.extrapolation(train).max() <= 0)                      # inside its data
+    True
     """
 
     _parameter_constraints: dict = {
