@@ -88,11 +88,7 @@ def _converged_paths(data):
     README); trained on the onset of that collapse, the potential took held-out Au5 rings
     into it under BFGS to fmax 0.01 (5 Au-Au contacts, up to 11 eV above the GFN2-xTB
     minimum), and without those paths it did not (0.001 eV, 0.04 Å)."""
-    meta = data.metadata["relaxation"] if "relaxation" in data.metadata else data.metadata
-    status = {r["name"]: r.get("status", "converged") for r in meta["runs"]}
-    names = np.asarray(data.run_names)[data.run]
-    return np.array([k == "md" or status.get(n) == "converged"
-                     for k, n in zip(data.kind, names, strict=True)])
+    return np.isin(data.status, ["md", "converged"])
 
 
 ACTIVE = os.path.join(RESULTS, "active_rings")

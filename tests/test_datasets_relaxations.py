@@ -410,3 +410,15 @@ def test_a_ring_relaxation_frame_matches_a_fresh_gfn2_single_point(ring_relax):
     atoms.calc = tblite.TBLite(method="GFN2-xTB", charge=0, verbosity=0)
     np.testing.assert_allclose(atoms.get_forces(), ring_relax.frames[k].get_forces(), atol=1e-4)
     assert atoms.get_potential_energy() == pytest.approx(ring_relax.energy[k], abs=1e-5)
+
+
+def test_status_marks_md_frames_and_each_relaxation_paths_outcome():
+    from mlmlearn.datasets import load_gold_thiolate_rings
+
+    data = load_gold_thiolate_rings(kind="all")
+    assert set(data.status[data.kind == "md"]) == {"md"}
+    meta = {r["name"]: r["status"] for r in data.metadata["relaxation"]["runs"]}
+    names = np.asarray(data.run_names)[data.run]
+    relax = data.kind == "relaxation"
+    assert all(meta[n] == s for n, s in zip(names[relax], data.status[relax], strict=True))
+    assert {"converged", "diverged"} <= set(data.status[relax])

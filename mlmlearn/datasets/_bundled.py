@@ -345,8 +345,10 @@ def load_gold_thiolate_rings(*, kind="md", include_broken=False):
         As :func:`load_alkanes`, with per-frame ``kind`` (``"md"`` or
         ``"relaxation"``), ``source_run`` (the MD run a relaxation started from,
         ``"built"`` for a built ring, an MD frame's own run) and ``source_step``
-        (its step; -1 for built). Relaxation frames have ``step`` = optimizer
-        step and ``temperature_K`` 0. ``run`` indexes ``run_names`` (MD runs,
+        (its step; -1 for built), and ``status``: ``"md"`` for MD frames, for
+        relaxation frames the ``status`` of their path (``"converged"``,
+        ``"max_steps"`` or ``"diverged"``). Relaxation frames have ``step`` =
+        optimizer step and ``temperature_K`` 0. ``run`` indexes ``run_names`` (MD runs,
         then relaxation paths), ``index`` is the frame's position in the archive
         of its kind, and ``metadata`` is the archive's (for ``"all"``, a dict
         ``{"md": ..., "relaxation": ...}``). The frames' ``info`` also holds
@@ -523,6 +525,7 @@ def _load_kind(name, kind, include_broken, runs=None):
         md.kind = np.full(len(md.frames), "md")
         md.source_run = np.array([md.run_names[r] for r in md.run], dtype=str)
         md.source_step = md.step.copy()
+        md.status = np.full(len(md.frames), "md")
         parts.append(md)
     if kind in ("relaxation", "all"):
         relax = _load(_RELAXATIONS[name], include_broken)
@@ -533,6 +536,7 @@ def _load_kind(name, kind, include_broken, runs=None):
         relax.source_step = np.array(
             [ordered[r]["source_step"] for r in relax.run], dtype=relax.step.dtype
         )
+        relax.status = np.array([ordered[r]["status"] for r in relax.run], dtype=str)
         parts.append(relax)
     for part in parts:
         for atoms, k, run, step in zip(
@@ -549,7 +553,7 @@ def _concatenate(md, relax):
     from sklearn.utils import Bunch
 
     arrays = ("energy", "step", "temperature_K", "split", "charge", "intact", "index", "kind",
-              "source_run", "source_step")
+              "source_run", "source_step", "status")
     out = {key: np.concatenate([md[key], relax[key]]) for key in arrays}
     return Bunch(
         frames=md.frames + relax.frames,
