@@ -8,9 +8,9 @@
     python benchmarks/experiment_potential.py active                  # active-learning frames
 
 Training data: the bundled MD runs (every ``--stride``-th frame), every converged reference
-relaxation path (``kind="relaxation"``) whose source is not held out, and the frames that
-the ``active`` part added (``benchmarks/results/active_rings``, if it ran: 600 K MD on the
-potential from frames of training runs, checked by GFN2-xTB, see
+relaxation path (``kind="relaxation"``) whose source is not held out, and with
+``--active`` the frames that the ``active`` part added (``benchmarks/results/active_rings``:
+600 K MD on the potential from frames of training runs, checked by GFN2-xTB, see
 :func:`mlmlearn.applications.active_learning.active_learning`). The potential is
 :class:`~mlmlearn.forcefield.EMLMPotential` with the settings printed; paper IV's force field
 (EMLM norm × OAMLM direction per atom type) is fitted on ``--k4`` random environments per
@@ -106,7 +106,7 @@ def _active_frames(split):
     return [f for f in frames if split != "size" or len(f) != 30]
 
 
-USE_ACTIVE = True
+USE_ACTIVE = False
 
 
 def au25_split(stride, relaxations=True):
@@ -479,12 +479,16 @@ def main(argv=None):
                         help="SOAP with the poly radial weighting (r0 = r_cut, c 1, m 2)")
     parser.add_argument("--no-relaxations", dest="relaxations", action="store_false",
                         help="train on MD frames only")
+    parser.add_argument("--active", action="store_true",
+                        help="add the frames of the active part to the ring training sets")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--al-steps", type=int, default=2000)
     parser.add_argument("--al-threshold", type=float, default=0.2)
     parser.add_argument("--temperature", type=float, default=600.0)
     parser.add_argument("--ps", type=float, default=5.0)
     args = parser.parse_args(argv)
+    global USE_ACTIVE
+    USE_ACTIVE = args.active
     tag = args.part + (f"_{args.split}" if args.part == "accuracy" else "")
     out = Tee(os.path.join(RESULTS, f"potential_{tag}.txt"))
     print(f"load {os.getloadavg()[0]:.2f}; {' '.join(sys.argv)}", file=out)
