@@ -91,13 +91,13 @@ def _converged_paths(data):
     return np.isin(data.status, ["md", "converged"])
 
 
-ACTIVE = os.path.join(RESULTS, "active_rings")
+ACTIVE_DIR = os.path.join(RESULTS, "active_rings")
 
 
 def _active_frames(split):
     """Frames added by the ``active`` part, if it ran (none of the held-out ring size for
     the size split: its starts include Au5 runs other than the held-out one)."""
-    path = os.path.join(ACTIVE, "added.traj")
+    path = os.path.join(ACTIVE_DIR, "added.traj")
     if not USE_ACTIVE or not os.path.exists(path) or not os.path.getsize(path):
         return []
     from ase.io import read
@@ -377,7 +377,8 @@ def active(args, out):
     t0 = time.perf_counter()
     result = active_learning(potential(**_potential_params(args)), train, _gfn2, starts,
                              rounds=args.rounds, n_steps=args.al_steps, check_every=50,
-                             force_threshold=args.al_threshold, checkpoint=ACTIVE, verbose=1)
+                             force_threshold=args.al_threshold, checkpoint=ACTIVE_DIR,
+                             verbose=1)
     for h in result.history:
         e = np.array(h["force_rmse"])
         print(f"round {h['round']}: {h['checked']} checks, {h['added']} added, {h['failed']} "
@@ -481,14 +482,17 @@ def main(argv=None):
                         help="train on MD frames only")
     parser.add_argument("--active", action="store_true",
                         help="add the frames of the active part to the ring training sets")
+    parser.add_argument("--active-dir", default=ACTIVE_DIR,
+                        help="checkpoint folder of the active part (default %(default)s)")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--al-steps", type=int, default=2000)
     parser.add_argument("--al-threshold", type=float, default=0.2)
     parser.add_argument("--temperature", type=float, default=600.0)
     parser.add_argument("--ps", type=float, default=5.0)
     args = parser.parse_args(argv)
-    global USE_ACTIVE
+    global USE_ACTIVE, ACTIVE_DIR
     USE_ACTIVE = args.active
+    ACTIVE_DIR = args.active_dir
     tag = args.part + (f"_{args.split}" if args.part == "accuracy" else "")
     out = Tee(os.path.join(RESULTS, f"potential_{tag}.txt"))
     print(f"load {os.getloadavg()[0]:.2f}; {' '.join(sys.argv)}", file=out)
