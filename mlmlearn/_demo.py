@@ -111,7 +111,8 @@ def ring_demo(held_out=5, *, stride=8, references=300, steps=200, max_uncertaint
         order[md == kind] = np.arange(np.sum(md == kind))
     # relaxation paths that converged: GFN2-xTB pulls nearly relaxed Au6-Au8 rings into a
     # collapse of their gold atoms, and a potential trained on its onset takes Au5 there too
-    keep = ~held_rows & (order % stride == 0) & np.isin(data.status, ["md", "converged"])
+    usable = ~held_rows & np.isin(data.status, ["md", "converged"])
+    keep = usable & (order % stride == 0)
     train = [f for f, k in zip(data.frames, keep, strict=True) if k]
     held = [f for f, h, m in zip(data.frames, held_rows, md, strict=True) if h and m]
     test = held[::10]
@@ -133,11 +134,18 @@ def ring_demo(held_out=5, *, stride=8, references=300, steps=200, max_uncertaint
         log(f"fitting the potential: {len(train)} structures, {references} references per "
             "element, one linear solve on their energies and forces")
         t0 = time.perf_counter()
-        pot.fit(train)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            pot.fit(train)
         fit_pot = time.perf_counter() - t0
+        for w in caught:
+            log(f"note: {w.message}")
     ff, fit_iv = force_field, 0.0
     if ff is None:
-        env = _random_environments(train, references)
+        # drawn from every usable frame, not only the strided ones: core gold is rare (27
+        # environments in the rings, all Au4), and a type with < 10 gets no model
+        env = _random_environments(
+            [f for f, u in zip(data.frames, usable, strict=True) if u], references)
         ff = ForceField(default_norm_model(references), default_direction_model(references),
                         verbose=bars)
         log(f"fitting paper IV's force field: {len(env)} environments ({references} per atom "
@@ -171,9 +179,9 @@ def ring_demo(held_out=5, *, stride=8, references=300, steps=200, max_uncertaint
           + (f", {left} frames with an atom of a type without a model left out" if left else "")
           + ":", file=out)
     print(table_iv, file=out)
-    print("(angle: force-weighted average angle between predicted and GFN2-xTB forces, weights "
-          "|F_ref|²; RMSE and MAE: of the per-atom force-vector error |F_pred - F_ref|)",
-          file=out, flush=True)
+    print("(|F| RMSE: of the force norms; angle: force-weighted average angle between predicted "
+          "and GFN2-xTB forces, weights |F_ref|²; RMSE and MAE: of the per-atom force-vector "
+          "error |F_pred - F_ref|)", file=out, flush=True)
 
     md_start = [f for f in held if f.info["temperature_K"] == 600.0][-1].copy()
     md_start.calc = None
@@ -279,12 +287,12 @@ def ring_demo(held_out=5, *, stride=8, references=300, steps=200, max_uncertaint
           f"{'MD frame' if start == 'minimum' else 'same start'}: {reference_steps} steps to "
           f"fmax 0.05 eV/Å{reference_note}; that start is {e_start - e_min:.2f} eV above its "
           "minimum)", file=out)
-    print(f"  potential:     {len(frames_pot) - 1} steps in {pot_seconds:.1f} s, {stop_pot}",
-          file=out)
-    print(f"  paper IV's FF: {len(frames_iv) - 1} steps in {iv_seconds:.1f} s, {stop_iv}",
-          file=out)
-    print("GFN2-xTB energy above that GFN2 minimum (eV) and heavy-atom RMSD to it (Å) along "
-          "each optimization:", file=out)
+    print(f"  potential (ASE BFGS, fmax 0.05 eV/Å): {len(frames_pot) - 1} steps in "
+          f"{pot_seconds:.1f} s, {stop_pot}", file=out)
+    print(f"  paper IV's FF (ASE BFGS, maxstep 0.1 Å, fmax 0.1 eV/Å): {len(frames_iv) - 1} "
+          f"steps in {iv_seconds:.1f} s, {stop_iv}", file=out)
+    print("GFN2-xTB energy above that GFN2 minimum (eV) and heavy-atom RMSD to it (Å, after "
+          "superposition) every 5th step and at the last:", file=out)
     print(f"{'step':>6}{'potential E':>14}{'RMSD':>8}{'paper IV E':>14}{'RMSD':>8}", file=out)
     rows_pot = dict(zip(steps_pot, zip(e_pot, r_pot, strict=True), strict=True))
     rows_iv = dict(zip(steps_iv, zip(e_iv, r_iv, strict=True), strict=True))
@@ -299,17 +307,18 @@ def ring_demo(held_out=5, *, stride=8, references=300, steps=200, max_uncertaint
             print(f"(no GFN2-xTB energy at {name} steps {failed}: the SCF did not converge)",
                   file=out)
     print(f"the potential ends {e_pot[-1]:.4f} eV above the GFN2-xTB minimum, "
-          f"{r_pot[-1]:.3f} Å from it; paper IV's force field has no energy to descend, its "
+          f"{r_pot[-1]:.3f} Å from it; paper IV's force field has no energy to descend: its "
           f"lowest check is {np.nanmin(e_iv):.2f} eV above (step "
-          f"{steps_iv[int(np.nanargmin(e_iv))]}) and its last {e_iv[-1]:.2f} eV",
-          file=out, flush=True)
+          f"{steps_iv[int(np.nanargmin(e_iv))]}), its last {e_iv[-1]:.2f} eV (step "
+          f"{steps_iv[-1]}, where it stopped)", file=out, flush=True)
 
     one_thread.restore_original_limits()
     figures = _figures(output, test_env.forces, F_pot, test_env.symbols,
                        [steps_pot, steps_iv], [e_pot, e_iv], reference_trace, log)
     where = os.path.abspath(output)
-    print(f"\nwritten to {where}: potential-bfgs.extxyz, ml-bfgs.extxyz"
-          + "".join(f", {f}" for f in figures), file=out, flush=True)
+    print(f"\nwritten to {where}: potential-bfgs.extxyz, ml-bfgs.extxyz (with its resume "
+          "checkpoint ml-bfgs.extxyz.checkpoint.npz)" + "".join(f", {f}" for f in figures),
+          file=out, flush=True)
     log("done")
     return {"table": table, "table_iv": table_iv, "energy_rmse": e_rmse,
             "steps": steps_pot, "energies": e_pot, "rmsd": r_pot, "potential_stop": stop_pot,
