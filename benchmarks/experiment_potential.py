@@ -482,7 +482,7 @@ def main(argv=None):
                         help="train on MD frames only")
     parser.add_argument("--active", action="store_true",
                         help="add the frames of the active part to the ring training sets")
-    parser.add_argument("--active-dir", default=ACTIVE_DIR,
+    parser.add_argument("--active-dir", default=os.path.join(RESULTS, "active_rings"),
                         help="checkpoint folder of the active part (default %(default)s)")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--al-steps", type=int, default=2000)
