@@ -21,3 +21,10 @@ def test_ruff_finds_nothing():
         timeout=300,
     )
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "benchmarks").glob("*.py")))
+def test_benchmark_scripts_compile(script):
+    # ruff does not report every compile-time error (a name used before its `global`)
+    path = ROOT / "benchmarks" / script
+    compile(path.read_text(), str(path), "exec")
