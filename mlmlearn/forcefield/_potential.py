@@ -278,10 +278,8 @@ class EMLMPotential(BaseEstimator):
                 raise ValueError(f"y[{s}] (the energy of structure {s}) is {energies[s]}")
         forces = env.forces
         symbols = env.symbols
-        chemical_symbols = import_optional("ase.data", purpose="EMLMPotential").chemical_symbols
         atomic_numbers = import_optional("ase.data", purpose="EMLMPotential").atomic_numbers
         self.elements_ = sorted(set(symbols.tolist()), key=atomic_numbers.__getitem__)
-        del chemical_symbols
 
         descriptor = default_descriptor() if self.descriptor is None else self.descriptor
         self.descriptor_ = clone(descriptor).fit(structures)
