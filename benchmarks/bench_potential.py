@@ -21,15 +21,13 @@ Rows:
    first, ``centers=[[0]]``, one call with the list of systems — the alternative measured and
    not kept: dscribe's scalar contraction costs the same per pair, so it saves little);
    ``SOAP.sparse_derivatives`` (this package's kernels, pairs within the cutoff only).
-2. ``EMLMPotential.energies_forces`` as it is; ``forces_from_sparse`` below (the same energy
-   and forces from the sparse derivatives); ``forces_from_pullback`` below (the same through
-   ``SOAP.pullback``, which contracts ∂E/∂X through the expansion coefficients without forming
-   ∂X/∂r); both checked equal to ``energies_forces`` to 1e-10 relative before timing, and all
-   three against central differences of the energy on two coordinates (the sparse ones are
-   the exact gradient; dscribe's dense array drops terms whose coefficients are < 1e-8); and
-   the repulsive baseline's own ``energy_forces`` (part of every call).
-3. The force-row design of one structure (``EMLMPotential._force_design``, what ``fit`` pays per
-   structure) and ``force_design_from_sparse`` below (checked equal to 1e-10 relative).
+2. ``EMLMPotential.energies_forces`` (forces through ``SOAP.pullback``, which contracts ∂E/∂X
+   through the expansion coefficients without forming ∂X/∂r) and ``forces_from_sparse`` below
+   (the same energy and forces contracted from the sparse derivatives), checked equal to
+   1e-10 relative before timing and both against central differences of the energy on two
+   coordinates; and the repulsive baseline's own ``energy_forces`` (part of every call).
+3. The force-row design of one structure (``EMLMPotential._force_design``, from the sparse
+   derivatives: what ``fit`` pays per structure).
 4. GFN1-xTB single points by tblite on one thread (``charge=-1`` for Au25): cold (a new
    calculator per call, as a single point) and warm (the same calculator after a 1e-3 Å
    displacement, which restarts from the previous wavefunction, as in an optimisation or MD);
@@ -58,7 +56,6 @@ import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
-from scipy import sparse  # noqa: E402
 from scipy.linalg import LinAlgWarning  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
@@ -72,10 +69,10 @@ RESULTS = Path(__file__).resolve().parent / "results" / "bench_potential.txt"
 
 # ------------------------------------------------------------------ the sparse contractions
 def forces_from_sparse(pot, atoms):
-    """``EMLMPotential.energies_forces`` computed from ``SOAP.sparse_derivatives``.
+    """``EMLMPotential.energies_forces``, forces contracted from ``SOAP.sparse_derivatives``.
 
-    ``F_j = −Σ_p [atom_p = j] dX_p · ∂e_{centre_p}/∂X_{centre_p}``, with
-    ``∂e_i/∂X_i = Σ_k w_k (q_i − m_k) / φ_ik / scale`` for centre i of element t.
+    ``F_j = −Σ_p [atom_p = j] dX_p · ∂E/∂X_{centre_p}``, with ``∂E/∂X`` the potential's own
+    (:meth:`EMLMPotential._energy_gradient`): the alternative to ``SOAP.pullback``.
 
     Returns
     -------
@@ -86,56 +83,11 @@ def forces_from_sparse(pot, atoms):
     symbols = np.asarray(atoms.get_chemical_symbols())
     n = len(atoms)
     P, centre, atom, dP = pot.descriptor_.sparse_derivatives(atoms)
-    e = np.zeros(n)
-    grad = np.zeros((n, P.shape[1]))  # ∂e_i/∂X_i
-    for t in pot.elements_:
-        centres = np.flatnonzero(symbols == t)
-        if centres.size == 0:
-            continue
-        Q = pot._scale(t, P[centres])
-        phi = pot._phi(t, Q)
-        w = pot.coef_[t]
-        e[centres] = phi @ w + pot.offsets_[t]
-        V = w / phi
-        grad[centres] = (Q * V.sum(axis=1)[:, None] - V @ pot.references_[t]) / (
-            pot.feature_scale_[t])
+    e, grad = pot._energy_gradient(P, symbols)
     # per pair and direction: dX_p · grad_{centre_p}
     along = np.einsum("paf,pf->pa", dP, grad[centre])
     F = -np.stack([np.bincount(atom, weights=along[:, a], minlength=n) for a in range(3)],
                   axis=1)
-    if pot.repulsion_ is not None:
-        e_rep, f_rep = pot.repulsion_.energy_forces(atoms)
-        e += e_rep
-        F += f_rep
-    return e, F
-
-
-def forces_from_pullback(pot, atoms):
-    """``EMLMPotential.energies_forces`` through ``SOAP.pullback``: ``F = −pullback(∂E/∂X)``.
-
-    Returns
-    -------
-    energies : ndarray of shape (n_atoms,)
-    forces : ndarray of shape (n_atoms, 3)
-    """
-    pot._check_structure(atoms, 0)
-    symbols = np.asarray(atoms.get_chemical_symbols())
-    n = len(atoms)
-    P, pullback = pot.descriptor_.pullback(atoms)
-    e = np.zeros(n)
-    grad = np.zeros((n, P.shape[1]))  # ∂e_i/∂X_i
-    for t in pot.elements_:
-        centres = np.flatnonzero(symbols == t)
-        if centres.size == 0:
-            continue
-        Q = pot._scale(t, P[centres])
-        phi = pot._phi(t, Q)
-        w = pot.coef_[t]
-        e[centres] = phi @ w + pot.offsets_[t]
-        V = w / phi
-        grad[centres] = (Q * V.sum(axis=1)[:, None] - V @ pot.references_[t]) / (
-            pot.feature_scale_[t])
-    F = -pullback(grad)
     if pot.repulsion_ is not None:
         e_rep, f_rep = pot.repulsion_.energy_forces(atoms)
         e += e_rep
@@ -156,38 +108,6 @@ def energy_differences(pot, atoms, coordinates, h=1e-3):
         d2 = (energy(j, a, h / 2) - energy(j, a, -h / 2)) / h
         out.append(-(4 * d2 - d1) / 3)
     return np.array(out)
-
-
-def force_design_from_sparse(pot, atoms):
-    """``EMLMPotential._force_design`` computed from ``SOAP.sparse_derivatives``.
-
-    ``A[(j, a), (t, k)] = −Σ_{p: atom_p = j, centre_p of element t} dq_p,a · (q_c − m_tk) / φ_ck``.
-    """
-    P, centre, atom, dP = pot.descriptor_.sparse_derivatives(atoms)
-    symbols = np.asarray(atoms.get_chemical_symbols())
-    n = len(atoms)
-    A = np.zeros((n * 3, pot._n_weights))
-    position = np.empty(n, dtype=np.int64)  # a centre's row among its element's centres
-    for t in pot.elements_:
-        centres = np.flatnonzero(symbols == t)
-        if centres.size == 0:
-            continue
-        position[centres] = np.arange(centres.size)
-        Q = pot._scale(t, P[centres])
-        M = pot.references_[t]
-        inv_phi = 1.0 / pot._phi(t, Q)  # (n_t, K)
-        pairs = np.flatnonzero(symbols[centre] == t)
-        c3 = np.repeat(position[centre[pairs]], 3)
-        # dq = dP / scale: the scale is folded into Q and M instead of copying dP
-        R = dP[pairs].reshape(pairs.size * 3, -1)
-        scale = pot.feature_scale_[t]
-        u = np.einsum("pf,pf->p", R, (Q / scale)[c3])
-        contrib = (u[:, None] - R @ (M / scale).T) * inv_phi[c3]
-        rows = (3 * atom[pairs][:, None] + np.arange(3)).reshape(-1)
-        scatter = sparse.csr_matrix((np.ones(rows.size), (rows, np.arange(rows.size))),
-                                    shape=(n * 3, rows.size))
-        A[:, pot._columns[t]] = -(scatter @ contrib)
-    return A
 
 
 # ------------------------------------------------------------------ the measured alternative
@@ -304,10 +224,8 @@ def main():
     with threadpool_limits(1):
         for name, train, atoms, charge, methods in systems():
             t0 = time.perf_counter()
-            # no confinement: the structure timed may lie outside these few training frames,
-            # and the alternative contractions below leave the confinement out
             pot = EMLMPotential(n_references=100, atomic_energies=OFFSETS, force_structures=10,
-                                confinement=0.0, random_state=0).fit(train)
+                                random_state=0).fit(train)
             fit_time = time.perf_counter() - t0
             soap = pot.descriptor_
             X, centre, atom, dX = soap.sparse_derivatives(atoms)  # compiles numba once
@@ -319,26 +237,18 @@ def main():
             # equalities before timing
             e_ref, f_ref = pot.energies_forces(atoms)
             e_sp, f_sp = forces_from_sparse(pot, atoms)
-            e_pb, f_pb = forces_from_pullback(pot, atoms)
             coords = [(0, 0), (n // 2, 2)]
             fd = energy_differences(pot, atoms, coords)
             fd_err = {name: np.abs(np.array([f[j, a] for j, a in coords]) - fd).max()
-                      for name, f in [("dense", f_ref), ("sparse", f_sp), ("pullback", f_pb)]}
-            A_ref, A_sp = pot._force_design(atoms), force_design_from_sparse(pot, atoms)
+                      for name, f in [("pullback", f_ref), ("sparse", f_sp)]}
             X_sub, c_sub, a_sub, d_sub = subsystem_derivatives(soap, atoms)
             _, dense = soap.derivatives(atoms)
-            out(f"  checks: forces_from_sparse vs energies_forces: energies "
+            out(f"  checks: forces_from_sparse vs energies_forces (pullback): energies "
                 f"{relative(e_sp, e_ref):.1e}, forces {relative(f_sp, f_ref):.1e}; "
-                f"force_design_from_sparse vs _force_design {relative(A_sp, A_ref):.1e}; "
                 f"sub-systems vs dense {relative(d_sub, dense[c_sub, a_sub]):.1e} (relative "
-                "to the largest entry)")
-            out(f"  checks: forces_from_pullback vs energies_forces: energies "
-                f"{relative(e_pb, e_ref):.1e}, forces {relative(f_pb, f_ref):.1e}; central "
-                "differences of E (Richardson, h = 1e-3 Å) minus the force, eV/Å: "
-                + ", ".join(f"{k} {v:.1e}" for k, v in fd_err.items()))
+                "to the largest entry); central differences of E (Richardson, h = 1e-3 Å) "
+                "minus the force, eV/Å: " + ", ".join(f"{k} {v:.1e}" for k, v in fd_err.items()))
             assert relative(e_sp, e_ref) <= 1e-10 and relative(f_sp, f_ref) <= 1e-10
-            assert relative(e_pb, e_ref) <= 1e-10 and relative(f_pb, f_ref) <= 1e-10
-            assert relative(A_sp, A_ref) <= 1e-10
             del dense
             rows = [
                 ("SOAP derivatives, dscribe dense", soap.derivatives),
@@ -346,12 +256,10 @@ def main():
                  functools.partial(subsystem_derivatives, soap)),
                 ("SOAP.sparse_derivatives", soap.sparse_derivatives),
                 ("SOAP.pullback (rows and expansion)", soap.pullback),
-                ("energies_forces (as it is)", pot.energies_forces),
+                ("energies_forces (pullback)", pot.energies_forces),
                 ("forces_from_sparse", functools.partial(forces_from_sparse, pot)),
-                ("forces_from_pullback", functools.partial(forces_from_pullback, pot)),
                 ("  of which ZBL energy_forces", pot.repulsion_.energy_forces),
-                ("_force_design (fit, per structure)", pot._force_design),
-                ("force_design_from_sparse", functools.partial(force_design_from_sparse, pot)),
+                ("_force_design (sparse, fit per structure)", pot._force_design),
             ]
             timings = {}
             for label, fn in rows:
@@ -377,8 +285,7 @@ def main():
                 for kind, t, ld in [("cold", cold, ld1), ("warm", warm, ld2)]:
                     ratios = ", ".join(
                         f"{t / timings[k]:.0f}x {k.split(' ')[0]}" for k in
-                        ["energies_forces (as it is)", "forces_from_sparse",
-                         "forces_from_pullback"])
+                        ["energies_forces (pullback)", "forces_from_sparse"])
                     out(f"  {method + ' single point, ' + kind:44s} {t * 1e3:9.1f} ms   ({ld})"
                         f"  = {ratios}")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -133,13 +133,7 @@ def ring_demo(held_out=5, *, stride=8, references=300, steps=200, max_uncertaint
                             atomic_energies=isolated_atom_energies("GFN2-xTB"), verbose=bars)
         log(f"fitting the potential: {len(train)} structures, {references} references per "
             "element, one linear solve on their energies and forces")
-        t0 = time.perf_counter()
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            pot.fit(train)
-        fit_pot = time.perf_counter() - t0
-        for w in caught:
-            log(f"note: {w.message}")
+        fit_pot = _fit_noting(pot, train, log)
     ff, fit_iv = force_field, 0.0
     if ff is None:
         # drawn from every usable frame, not only the strided ones: core gold is rare (27
@@ -150,13 +144,7 @@ def ring_demo(held_out=5, *, stride=8, references=300, steps=200, max_uncertaint
                         verbose=bars)
         log(f"fitting paper IV's force field: {len(env)} environments ({references} per atom "
             "type), one EMLM and one OAMLM per type")
-        t0 = time.perf_counter()
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            ff.fit(env)
-        fit_iv = time.perf_counter() - t0
-        for w in caught:
-            log(f"note: {w.message}")
+        fit_iv = _fit_noting(ff, env, log)
     log(f"fitted in {fit_pot:.0f} s and {fit_iv:.0f} s; testing on {len(test)} held-out frames")
 
     test_env = AtomicEnvironments(test)
@@ -326,6 +314,17 @@ def ring_demo(held_out=5, *, stride=8, references=300, steps=200, max_uncertaint
             "potential_steps": len(frames_pot) - 1, "ml_steps": len(frames_iv) - 1,
             "reference_steps": reference_steps, "fit_seconds": fit_pot,
             "fit_seconds_iv": fit_iv, "potential": pot, "force_field": ff}
+
+
+def _fit_noting(model, X, log):
+    """Fit ``model`` on ``X``, its warnings going to ``log`` as notes; the wall time (s)."""
+    t0 = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(X)
+    for w in caught:
+        log(f"note: {w.message}")
+    return time.perf_counter() - t0
 
 
 def _random_environments(frames, k, seed=0):

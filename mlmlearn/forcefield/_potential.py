@@ -560,14 +560,28 @@ class EMLMPotential(BaseEstimator):
         check_is_fitted(self, "coef_")
         self._check_structure(atoms, 0)
         symbols = np.asarray(atoms.get_chemical_symbols())
-        n = len(atoms)
         if forces:
             # SOAP rows and the vector-Jacobian product G ↦ Σᵢ Gᵢ·∂pᵢ/∂r, never the dense ∂p/∂r
             P, pullback = self.descriptor_.pullback(atoms)
-            G = np.zeros_like(P)  # ∂E/∂pᵢ
         else:
             P = self.descriptor_.transform(_environments([atoms]))
-        e = np.zeros(n)
+        e, G = self._energy_gradient(P, symbols, gradient=forces)
+        F = -pullback(G) if forces else None
+        if self.repulsion_ is not None:
+            e_rep, f_rep = self.repulsion_.energy_forces(atoms)
+            e += e_rep
+            if forces:
+                F += f_rep
+        return e, F
+
+    def _energy_gradient(self, P, symbols, *, gradient=True):
+        """Atomic energies (n,) of SOAP rows ``P`` and ``∂E/∂P`` (n, F), None without gradient.
+
+        ``eᵢ = Σₖ wₖ φᵢₖ + b + wall``, ``∂eᵢ/∂qᵢ = Σₖ wₖ (qᵢ − mₖ)/φᵢₖ`` (+ the
+        confinement's), divided by the scaling for the gradient in unscaled SOAP.
+        """
+        e = np.zeros(len(P))
+        G = np.zeros_like(P) if gradient else None
         for t in self.elements_:
             centres = np.flatnonzero(symbols == t)
             if centres.size == 0:
@@ -577,18 +591,11 @@ class EMLMPotential(BaseEstimator):
             w = self.coef_[t]
             wall, wall_grad = self._confine(t, Q, phi)
             e[centres] = phi @ w + self.offsets_[t] + wall
-            if forces:
-                # ∂e_i/∂q_i = Σ_k w_k (q_i − m_k)/φ_ik (+ the confinement), through the scaling
+            if gradient:
                 V = w / phi  # (n_t, K)
                 G[centres] = (Q * V.sum(axis=1)[:, None] - V @ self.references_[t]
                               + wall_grad) / self.feature_scale_[t]
-        F = -pullback(G) if forces else None
-        if self.repulsion_ is not None:
-            e_rep, f_rep = self.repulsion_.energy_forces(atoms)
-            e += e_rep
-            if forces:
-                F += f_rep
-        return e, F
+        return e, G
 
     def predict(self, X):
         """Potential energy of each structure.
