@@ -5,19 +5,19 @@
     python benchmarks/experiment_potential.py accuracy --split au25   # the 300 K Au25 run held out
     python benchmarks/experiment_potential.py optimize                # BFGS/FIRE vs GFN2-xTB minima
     python benchmarks/experiment_potential.py md                      # 600 K Langevin, NVE drift
-    python benchmarks/experiment_potential.py active                  # active-learning frames
 
-Training data: the bundled MD runs (every ``--stride``-th frame), every converged reference
-relaxation path (``kind="relaxation"``) whose source is not held out, and with
-``--active`` the frames that the ``active`` part added (``benchmarks/results/active_rings``:
-600 K MD on the potential from frames of training runs, checked by GFN2-xTB, see
-:func:`mlmlearn.applications.active_learning.active_learning`). The potential is
-:class:`~mlmlearn.forcefield.EMLMPotential` with the settings printed; paper IV's force field
-(EMLM norm × OAMLM direction per atom type) is fitted on ``--k4`` random environments per
-type of the same frames. Errors are per element for both models: force RMSE of the vector
-error |F_pred − F_ref| (and per Cartesian component, = vector / √3), MAE, norm RMSE, the
-force-weighted angle (weights |F_ref|²), and for the potential the energy RMSE per atom.
-Results are printed and written to ``benchmarks/results/potential_<part>.txt``.
+Training data (:func:`mlmlearn.datasets.training_mask`): every ``--stride``-th MD frame and
+relaxation step of the bundled data, the last step of every converged reference relaxation
+path, and the bundled active-learning frames (``load_gold_thiolate_rings(kind="active")``,
+found with the ``Au5(SCH3)5_600K`` run held out; ``--no-active`` leaves them out; the size
+split leaves out their Au5 frames), never a frame of what is held out. Regenerate the
+active-learning frames with ``python -m mlmlearn.datasets.generate ring-active``. The
+potential is :class:`~mlmlearn.forcefield.EMLMPotential` with the settings printed; paper
+IV's force field (EMLM norm × OAMLM direction per atom type) is fitted on ``--k4`` random
+environments per type of the same frames. Errors are per element for both models: force
+RMSE of the vector error |F_pred − F_ref| (and per Cartesian component, = vector / √3), MAE,
+norm RMSE, the force-weighted angle (weights |F_ref|²), and for the potential the energy
+RMSE per atom. Results are printed and written to ``benchmarks/results/potential_<part>.txt``.
 """
 
 import argparse
@@ -48,11 +48,11 @@ class Tee(io.TextIOBase):
 
 
 # ---------------------------------------------------------------------------- data
-def ring_split(split, stride, relaxations=True):
+def ring_split(split, stride, relaxations=True, active=True):
     """(train frames, test frames, description) of the ring data for ``split``."""
-    from mlmlearn.datasets import load_gold_thiolate_rings
+    from mlmlearn.datasets import load_gold_thiolate_rings, training_mask
 
-    data = load_gold_thiolate_rings(kind="all" if relaxations else "md")
+    data = load_gold_thiolate_rings(kind="all")
     runs = np.asarray(data.run_names)[data.run]
     if split == "run":
         held = data.source_run == HELD_OUT_RUN
@@ -64,49 +64,20 @@ def ring_split(split, stride, relaxations=True):
     else:
         raise ValueError(split)
     md = data.kind == "md"
-    # every stride-th frame of each kind, counted within the kind (consecutive relaxation
-    # steps differ little), and the last step of every relaxation path (its minimum)
-    order = np.zeros(len(md), dtype=int)
-    for kind in (True, False):
-        order[md == kind] = np.arange(np.sum(md == kind))
-    last = np.r_[data.run[1:] != data.run[:-1], True] & ~md
-    keep = ~held & ((order % stride == 0) | last) & _converged_paths(data)
+    exclude = held | (data.kind == "relaxation") if not relaxations else held
+    if not active:
+        exclude = exclude | (data.kind == "active")
+    keep = training_mask(data, exclude, stride=stride)
     train = [f for f, k in zip(data.frames, keep, strict=True) if k]
     test = [f for f, h, m, r in zip(data.frames, held, md, runs, strict=True)
             if h and m and (split == "size" or r == HELD_OUT_RUN)]
-    n_relax = int(np.sum(keep & ~md))
-    active = _active_frames(split)
-    return train + active, test[::2], (
-        f"{what}; training {len(train) + len(active)} frames ({len(train) - n_relax} MD and "
-        f"{n_relax} relaxation steps, every {stride}th and the last of each path; "
-        f"{len(active)} active-learning frames)")
-
-
-def _converged_paths(data):
-    """Per frame: MD, or a step of a relaxation path that converged. GFN2-xTB pulls the
-    Au6-Au8 rings, once nearly relaxed, into a collapse of their gold atoms (the data
-    README); trained on the onset of that collapse, the potential took held-out Au5 rings
-    into it under BFGS to fmax 0.01 (5 Au-Au contacts, up to 11 eV above the GFN2-xTB
-    minimum), and without those paths it did not (0.001 eV, 0.04 Å)."""
-    return np.isin(data.status, ["md", "converged"])
-
-
-ACTIVE_DIR = os.path.join(RESULTS, "active_rings")
-
-
-def _active_frames(split):
-    """Frames added by the ``active`` part, if it ran (none of the held-out ring size for
-    the size split: its starts include Au5 runs other than the held-out one)."""
-    path = os.path.join(ACTIVE_DIR, "added.traj")
-    if not USE_ACTIVE or not os.path.exists(path) or not os.path.getsize(path):
-        return []
-    from ase.io import read
-
-    frames = read(path, ":")
-    return [f for f in frames if split != "size" or len(f) != 30]
-
-
-USE_ACTIVE = False
+    n_relax = int(np.sum(keep & (data.kind == "relaxation")))
+    n_active = int(np.sum(keep & (data.kind == "active")))
+    n_md = len(train) - n_relax - n_active
+    return train, test[::2], (
+        f"{what}; training {len(train)} frames ({n_md} MD and {n_relax} relaxation steps, "
+        f"every {stride}th and the last of each converged path; {n_active} active-learning "
+        f"frames)")
 
 
 def au25_split(stride, relaxations=True):
@@ -178,7 +149,7 @@ def accuracy(args, out):
         train, test, what = au25_split(args.stride, args.relaxations)
         method = "GFN1-xTB"
     else:
-        train, test, what = ring_split(args.split, args.stride, args.relaxations)
+        train, test, what = ring_split(args.split, args.stride, args.relaxations, args.active)
         method = "GFN2-xTB"
     print(f"split: {what}; test {len(test)} frames", file=out, flush=True)
     pot = potential(method, **_potential_params(args))
@@ -274,7 +245,7 @@ def optimize(args, out):
     from mlmlearn.datasets import gold_thiolate_ring, load_gold_thiolate_rings
     from mlmlearn.forcefield import MLMCalculator
 
-    train, _, what = ring_split("run", args.stride, args.relaxations)
+    train, _, what = ring_split("run", args.stride, args.relaxations, args.active)
     pot = potential(**_potential_params(args))
     t0 = time.perf_counter()
     pot.fit(train)
@@ -353,37 +324,6 @@ def optimize(args, out):
           f"{moved.max():.4f} Å", file=out, flush=True)
 
 
-def active(args, out):
-    from mlmlearn.applications.active_learning import active_learning
-    from mlmlearn.datasets import load_gold_thiolate_rings
-
-    global USE_ACTIVE
-    USE_ACTIVE = False
-    train, _, what = ring_split("run", args.stride, args.relaxations)
-    data = load_gold_thiolate_rings()
-    runs = np.asarray(data.run_names)[data.run]
-    starts = []
-    for name in data.run_names:
-        if name == HELD_OUT_RUN or not (name.endswith("600K") or name.startswith("Au5")):
-            continue
-        starts.append([f for f, r in zip(data.frames, runs, strict=True) if r == name][100])
-    print(f"{what}\nactive learning: 600 K Langevin from frame 100 of {len(starts)} training "
-          f"runs, {args.al_steps} steps of 1 fs per round, GFN2-xTB check every 50 steps, "
-          f"threshold {args.al_threshold} eV/Å", file=out, flush=True)
-    t0 = time.perf_counter()
-    result = active_learning(potential(**_potential_params(args)), train, _gfn2, starts,
-                             rounds=args.rounds, n_steps=args.al_steps, check_every=50,
-                             force_threshold=args.al_threshold, checkpoint=ACTIVE_DIR,
-                             verbose=1)
-    for h in result.history:
-        e = np.array(h["force_rmse"])
-        print(f"round {h['round']}: {h['checked']} checks, {h['added']} added, {h['failed']} "
-              f"failed; force RMSE at checks median {np.median(e):.3f}, max {e.max():.3f} eV/Å; "
-              f"steps run {h['steps']}", file=out, flush=True)
-    print(f"converged: {result.converged}; {len(result.added)} frames added in "
-          f"{time.perf_counter() - t0:.0f} s", file=out, flush=True)
-
-
 def md(args, out):
     from ase import units
     from ase.md.langevin import Langevin
@@ -393,7 +333,7 @@ def md(args, out):
     from mlmlearn.datasets import load_gold_thiolate_rings
     from mlmlearn.forcefield import MLMCalculator
 
-    train, _, what = ring_split("run", args.stride, args.relaxations)
+    train, _, what = ring_split("run", args.stride, args.relaxations, args.active)
     pot = potential(**_potential_params(args))
     pot.fit(train)
     print(f"{what}\npotential {pot!r}", file=out, flush=True)
@@ -460,7 +400,7 @@ def md(args, out):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("part", choices=["accuracy", "optimize", "md", "active"])
+    parser.add_argument("part", choices=["accuracy", "optimize", "md"])
     parser.add_argument("--split", choices=["run", "size", "au25"], default="run")
     parser.add_argument("--stride", type=int, default=4)
     parser.add_argument("--references", type=int, default=300)
@@ -476,25 +416,18 @@ def main(argv=None):
                         help="SOAP with the poly radial weighting (r0 = r_cut, c 1, m 2)")
     parser.add_argument("--no-relaxations", dest="relaxations", action="store_false",
                         help="train on MD frames only")
-    parser.add_argument("--active", action="store_true",
-                        help="add the frames of the active part to the ring training sets")
-    parser.add_argument("--active-dir", default=os.path.join(RESULTS, "active_rings"),
-                        help="checkpoint folder of the active part (default %(default)s)")
-    parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--al-steps", type=int, default=2000)
-    parser.add_argument("--al-threshold", type=float, default=0.2)
+    parser.add_argument("--no-active", dest="active", action="store_false",
+                        help="leave the bundled active-learning frames out of the ring "
+                             "training sets")
     parser.add_argument("--temperature", type=float, default=600.0)
     parser.add_argument("--ps", type=float, default=5.0)
     args = parser.parse_args(argv)
-    global USE_ACTIVE, ACTIVE_DIR
-    USE_ACTIVE = args.active
-    ACTIVE_DIR = args.active_dir
     tag = args.part + (f"_{args.split}" if args.part == "accuracy" else "")
     out = Tee(os.path.join(RESULTS, f"potential_{tag}.txt"))
     print(f"load {os.getloadavg()[0]:.2f}; {' '.join(sys.argv)}", file=out)
     with threadpool_limits(1), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        {"accuracy": accuracy, "optimize": optimize, "md": md, "active": active}[args.part](
+        {"accuracy": accuracy, "optimize": optimize, "md": md}[args.part](
             args, out)
     return 0
 

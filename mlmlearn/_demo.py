@@ -18,11 +18,11 @@ def ring_demo(held_out=5, *, stride=8, references=300, steps=200, max_uncertaint
               log=True):
     """Two models of a held-out gold-thiolate ring side by side: the potential and paper IV's.
 
-    Both are trained on the bundled GFN2-xTB ring data of the other ring sizes:
-    every ``stride``-th MD frame and every ``stride``-th step of the reference
-    relaxation paths that converged (``load_gold_thiolate_rings(kind="all")``;
-    GFN2-xTB pulls nearly relaxed Au6–Au8 rings into a collapse of their gold
-    atoms, and a potential trained on its onset takes the Au5 ring there too). The conservative
+    Both are trained on the bundled GFN2-xTB ring data of the other ring sizes
+    (:func:`~mlmlearn.datasets.training_mask` of
+    ``load_gold_thiolate_rings(kind="all")``): every ``stride``-th MD frame and
+    step of the reference relaxation paths that converged, the end of every such
+    path, and the active-learning frames of those sizes. The conservative
     :class:`~mlmlearn.forcefield.EMLMPotential` (per-atom EMLM energies, forces
     their exact gradient) learns from energies and forces; paper IV's force field
     (per atom type, SOAP → MinMaxScaler → EMLM norms and OAMLM directions with the
@@ -88,7 +88,12 @@ def ring_demo(held_out=5, *, stride=8, references=300, steps=200, max_uncertaint
 
     from .applications.optimize import optimize
     from .atoms import AtomicEnvironments, AtomTypingError, MissingNeighborsError
-    from .datasets import gold_thiolate_ring, isolated_atom_energies, load_gold_thiolate_rings
+    from .datasets import (
+        gold_thiolate_ring,
+        isolated_atom_energies,
+        load_gold_thiolate_rings,
+        training_mask,
+    )
     from .forcefield import (
         EMLMPotential,
         ForceField,
@@ -106,21 +111,18 @@ def ring_demo(held_out=5, *, stride=8, references=300, steps=200, max_uncertaint
     data = load_gold_thiolate_rings(kind="all")
     held_rows = np.array([len(f) == n_atoms for f in data.frames])
     md = data.kind == "md"
-    order = np.zeros(len(md), dtype=int)  # position of each frame within its kind
-    for kind in (True, False):
-        order[md == kind] = np.arange(np.sum(md == kind))
-    # relaxation paths that converged: GFN2-xTB pulls nearly relaxed Au6-Au8 rings into a
-    # collapse of their gold atoms, and a potential trained on its onset takes Au5 there too
-    usable = ~held_rows & np.isin(data.status, ["md", "converged"])
-    keep = usable & (order % stride == 0)
+    keep = training_mask(data, held_rows, stride=stride)
+    usable = training_mask(data, held_rows)  # every frame a model may learn from
     train = [f for f, k in zip(data.frames, keep, strict=True) if k]
     held = [f for f, h, m in zip(data.frames, held_rows, md, strict=True) if h and m]
     test = held[::10]
     sizes = ", ".join(f"Au{n}" for n in sorted({len(f) // 6 for f in train}))
-    n_relax = int(np.sum(keep & ~md))
+    n_relax = int(np.sum(keep & (data.kind == "relaxation")))
+    n_active = int(np.sum(keep & (data.kind == "active")))
     print(f"gold-thiolate rings: both models trained on the {sizes} rings ({len(train)} frames: "
-          f"{len(train) - n_relax} MD frames and {n_relax} relaxation steps, every {stride}th), "
-          f"Au{held_out}(SCH3){held_out} held out", file=out, flush=True)
+          f"{len(train) - n_relax - n_active} MD frames and {n_relax} relaxation steps, every "
+          f"{stride}th, and {n_active} active-learning frames), Au{held_out}(SCH3){held_out} "
+          "held out", file=out, flush=True)
     bars = int(log.bars and log.file is sys.stderr)
 
     # GFN2-xTB on one thread: below ~50 atoms OpenMP threads cost more than they give

@@ -286,16 +286,26 @@ def test_kinds_combine_md_and_relaxation_frames(loader, request):
     request.getfixturevalue("ring_relax" if loader == "rings" else "au25_relax")
     load = load_gold_thiolate_rings if loader == "rings" else load_au25
     md, relax, both = load(), load(kind="relaxation"), load(kind="all")
-    for data in (md, relax, both):
+    parts = {"md": md, "relaxation": relax}
+    if loader == "rings":  # only the rings have active-learning frames
+        parts["active"] = load(kind="active")
+    else:
+        with pytest.raises(ValueError, match="no active-learning frames"):
+            load(kind="active")
+    for data in (*parts.values(), both):
         _check_fields(data)
-    assert set(md.kind) == {"md"} and set(relax.kind) == {"relaxation"}
-    assert len(both.frames) == len(md.frames) + len(relax.frames)
-    assert both.run_names == md.run_names + relax.run_names
-    np.testing.assert_array_equal(both.energy, np.concatenate([md.energy, relax.energy]))
-    np.testing.assert_array_equal(both.run, np.concatenate([md.run, relax.run + len(md.run_names)]))
-    np.testing.assert_array_equal(both.source_run, np.concatenate([md.source_run,
-                                                                   relax.source_run]))
-    assert both.metadata == {"md": md.metadata, "relaxation": relax.metadata}
+    for kind, data in parts.items():
+        assert set(data.kind) == {kind}
+    runs = [d.run_names for d in parts.values()]
+    offsets = np.cumsum([0] + [len(r) for r in runs[:-1]])
+    assert len(both.frames) == sum(len(d.frames) for d in parts.values())
+    assert both.run_names == [name for names in runs for name in names]
+    np.testing.assert_array_equal(both.energy, np.concatenate([d.energy for d in parts.values()]))
+    np.testing.assert_array_equal(
+        both.run, np.concatenate([d.run + o for d, o in zip(parts.values(), offsets, strict=True)]))
+    np.testing.assert_array_equal(both.source_run,
+                                  np.concatenate([d.source_run for d in parts.values()]))
+    assert both.metadata == {kind: d.metadata for kind, d in parts.items()}
     # MD frames are their own source; relaxation frames are at 0 K
     np.testing.assert_array_equal(md.source_run, np.array(md.run_names)[md.run])
     np.testing.assert_array_equal(md.source_step, md.step)
@@ -378,7 +388,7 @@ def test_recipe_settings_match_the_archive(fixture, recipe, request):
 
 def test_bundled_relaxations_stay_within_the_size_budget():
     sizes = [os.path.getsize(_archive(name)) for name in
-             ("gold_thiolate_ring_relaxations", "au25_relaxations")]
+             ("gold_thiolate_ring_relaxations", "au25_relaxations", "gold_thiolate_ring_active")]
     assert sum(sizes) <= 10e6
 
 

@@ -100,9 +100,14 @@ def active_learning(
     checkpoint : str or path, default=None
         A folder: after every round the added structures (``added.traj``) and
         the round reached (``state.json``) are written there, and a run given
-        the same folder continues after the last finished round, with the same
-        results as an uninterrupted run (every trajectory's random stream is
-        seeded by ``random_state``, the round and the start).
+        the same folder continues after the last finished round from exactly
+        the stored state (every trajectory's random stream is seeded by
+        ``random_state``, the round and the start). It agrees with an
+        uninterrupted run as far as the reference does with itself: tblite's
+        energies of identical positions differ between calls in the last digits
+        (about 1e-13 eV), and MD carries such differences into later rounds. ``rounds`` may
+        differ from the checkpoint's: a larger value continues a finished
+        loop; every other setting must match.
     random_state : int, default=0
     verbose : int, default=0
         Progress bars when > 0.
@@ -130,7 +135,7 @@ def active_learning(
     starts = list(starts)
     if not starts:
         raise ValueError("starts is empty: active learning needs at least one MD start")
-    settings = dict(rounds=rounds, temperature_K=temperature_K, n_steps=n_steps,
+    settings = dict(temperature_K=temperature_K, n_steps=n_steps,
                     timestep=timestep, friction=friction, check_every=check_every,
                     force_threshold=force_threshold, random_state=random_state,
                     n_starts=len(starts))
@@ -141,6 +146,7 @@ def active_learning(
         if os.path.exists(state_path):
             with open(state_path) as fh:
                 state = json.load(fh)
+            state["settings"].pop("rounds", None)  # a stopping rule, not a setting
             if state["settings"] != settings:
                 raise ValueError(
                     f"checkpoint {checkpoint!r} was written with settings {state['settings']}, "

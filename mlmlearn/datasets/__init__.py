@@ -14,7 +14,7 @@ from ._bundled import (
 from ._integrity import frame_integrity
 from ._md import read_frames, run_md
 from ._relax import run_relaxation
-from ._sampling import logarithmic_indices
+from ._sampling import logarithmic_indices, training_mask
 
 __all__ = [
     "frame_integrity",
@@ -28,4 +28,5 @@ __all__ = [
     "read_frames",
     "run_md",
     "run_relaxation",
+    "training_mask",
 ]

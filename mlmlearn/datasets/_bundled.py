@@ -29,14 +29,17 @@ __all__ = [
 ]
 
 #: What the ring and Au25 loaders' ``kind`` selects: MD frames, frames of reference
-#: relaxation paths, or both.
-KINDS = ("md", "relaxation", "all")
+#: relaxation paths, frames found by active learning (rings only), or all of them.
+KINDS = ("md", "relaxation", "active", "all")
 
 #: The archive of reference relaxations of each MD data set.
 _RELAXATIONS = {
     "gold_thiolate_rings": "gold_thiolate_ring_relaxations",
     "au25": "au25_relaxations",
 }
+
+#: The archive of active-learning frames of each MD data set that has one.
+_ACTIVE = {"gold_thiolate_rings": "gold_thiolate_ring_active"}
 
 
 def pack(paths, output, *, metadata):
@@ -330,11 +333,26 @@ def load_gold_thiolate_rings(*, kind="md", include_broken=False):
     GFN2-xTB pulls the Au6–Au8 rings, once nearly relaxed, into a collapse of
     their gold atoms (an artifact of the method, see the data README): such
     paths are ``"diverged"`` and hold their frames up to the one with the
-    smallest largest force. ``kind="all"``: MD frames, then relaxation frames.
+    smallest largest force.
+
+    ``kind="active"``: GFN2-xTB frames found by active learning (recipe
+    :data:`~mlmlearn.datasets._recipes.RING_ACTIVE`,
+    :func:`~mlmlearn.applications.active_learning.active_learning`): 600 K
+    Langevin MD on :class:`~mlmlearn.forcefield.EMLMPotential` trained on the
+    MD and relaxation frames without the held-out run, from the frame at step
+    200 of six training runs; each frame is where the potential's forces were
+    more than 0.2 eV/Å (RMSE) off GFN2-xTB's, one run each, its
+    ``source_run``/``source_step`` the MD start, ``step`` the MD steps from it,
+    ``temperature_K`` 600 and ``status`` ``"active"``. They hold what MD and
+    relaxations never visit (the onsets of unphysical collapses the potential
+    would otherwise slide into). ``metadata["history"]`` gives each round's
+    checks and errors. ``kind="all"``: MD frames, then relaxation frames, then
+    active-learning frames; :func:`training_mask` picks the frames a potential
+    trains on.
 
     Parameters
     ----------
-    kind : {"md", "relaxation", "all"}, default="md"
+    kind : {"md", "relaxation", "active", "all"}, default="md"
         Which frames.
     include_broken : bool, default=False
         See :func:`load_alkanes`.
@@ -347,12 +365,13 @@ def load_gold_thiolate_rings(*, kind="md", include_broken=False):
         ``"built"`` for a built ring, an MD frame's own run) and ``source_step``
         (its step; -1 for built), and ``status``: ``"md"`` for MD frames, for
         relaxation frames the ``status`` of their path (``"converged"``,
-        ``"max_steps"`` or ``"diverged"``). Relaxation frames have ``step`` =
-        optimizer step and ``temperature_K`` 0. ``run`` indexes ``run_names`` (MD runs,
-        then relaxation paths), ``index`` is the frame's position in the archive
-        of its kind, and ``metadata`` is the archive's (for ``"all"``, a dict
-        ``{"md": ..., "relaxation": ...}``). The frames' ``info`` also holds
-        ``kind``, ``source_run`` and ``source_step``.
+        ``"max_steps"`` or ``"diverged"``), ``"active"`` for active-learning
+        frames. Relaxation frames have ``step`` = optimizer step and
+        ``temperature_K`` 0. ``run`` indexes ``run_names`` (MD runs, then
+        relaxation paths, then active-learning frames), ``index`` is the frame's
+        position in the archive of its kind, and ``metadata`` is the archive's
+        (for ``"all"``, a dict ``{"md": ..., "relaxation": ..., "active": ...}``).
+        The frames' ``info`` also holds ``kind``, ``source_run`` and ``source_step``.
 
     Raises
     ------
@@ -363,6 +382,10 @@ def load_gold_thiolate_rings(*, kind="md", include_broken=False):
 
     Notes
     -----
+    The active-learning frames were found by a potential trained with the held-out
+    run ``"Au5(SCH3)5_600K"`` left out but with the other Au5 runs in; leave the
+    Au5 frames out (``len(frame) == 30``) when holding out the ring size.
+
     Frames are neutral; ``info["charge"]`` and the initial charges (the whole
     charge on atom 0) are kept consistent only as loaded, see the Notes of
     :func:`load_alkanes` before removing atoms or combining frames.
@@ -375,12 +398,13 @@ def load_gold_thiolate_rings(*, kind="md", include_broken=False):
     >>> len(data.frames), data.n_broken
     (2977, 38)
 
-    Training frames without the held-out run, relaxations included:
+    Training frames without the held-out run, relaxations and active-learning
+    frames included:
 
     >>> data = load_gold_thiolate_rings(kind="all")
     >>> train = data.source_run != "Au5(SCH3)5_600K"
     >>> sorted(set(data.kind[train].tolist()))
-    ['md', 'relaxation']
+    ['active', 'md', 'relaxation']
     >>> bool(np.all(data.temperature_K[data.kind == "relaxation"] == 0.0))
     True
     """
@@ -434,7 +458,8 @@ def load_au25(*, runs="heating", kind="md", include_broken=False):
         only: ``kind="relaxation"`` and ``"all"`` always give every relaxation
         path (select them by ``source_run``).
     kind : {"md", "relaxation", "all"}, default="md"
-        Which frames, as in :func:`load_gold_thiolate_rings`.
+        Which frames, as in :func:`load_gold_thiolate_rings` (Au25 has no
+        active-learning frames; ``"active"`` raises ValueError).
     include_broken : bool, default=False
         See :func:`load_alkanes`.
 
@@ -516,53 +541,60 @@ def load_au25(*, runs="heating", kind="md", include_broken=False):
 
 
 def _load_kind(name, kind, include_broken, runs=None):
-    """MD frames of data set ``name`` (of ``runs``), its relaxation frames, or both."""
+    """MD frames of data set ``name`` (of ``runs``), its relaxation frames, its
+    active-learning frames, or all of them (in that order)."""
     if kind not in KINDS:
         raise ValueError(f"kind={kind!r} is not one of {KINDS}")
-    parts = []
+    if kind == "active" and name not in _ACTIVE:
+        raise ValueError(f"kind='active': the {name} data have no active-learning frames")
+    parts = {}
     if kind in ("md", "all"):
         md = _load(name, include_broken, runs=runs)
         md.kind = np.full(len(md.frames), "md")
         md.source_run = np.array([md.run_names[r] for r in md.run], dtype=str)
         md.source_step = md.step.copy()
         md.status = np.full(len(md.frames), "md")
-        parts.append(md)
-    if kind in ("relaxation", "all"):
-        relax = _load(_RELAXATIONS[name], include_broken)
-        runs_meta = relax.metadata["runs"]
-        ordered = [next(r for r in runs_meta if r["name"] == n) for n in relax.run_names]
-        relax.kind = np.full(len(relax.frames), "relaxation")
-        relax.source_run = np.array([ordered[r]["source_run"] for r in relax.run], dtype=str)
-        relax.source_step = np.array(
-            [ordered[r]["source_step"] for r in relax.run], dtype=relax.step.dtype
+        parts["md"] = md
+    for part, archives in (("relaxation", _RELAXATIONS), ("active", _ACTIVE)):
+        if kind not in (part, "all") or name not in archives:
+            continue
+        data = _load(archives[name], include_broken)
+        runs_meta = {r["name"]: r for r in data.metadata["runs"]}
+        ordered = [runs_meta[n] for n in data.run_names]
+        data.kind = np.full(len(data.frames), part)
+        data.source_run = np.array([ordered[r]["source_run"] for r in data.run], dtype=str)
+        data.source_step = np.array(
+            [ordered[r]["source_step"] for r in data.run], dtype=data.step.dtype
         )
-        relax.status = np.array([ordered[r]["status"] for r in relax.run], dtype=str)
-        parts.append(relax)
-    for part in parts:
+        data.status = np.array([ordered[r].get("status", part) for r in data.run], dtype=str)
+        parts[part] = data
+    for part in parts.values():
         for atoms, k, run, step in zip(
             part.frames, part.kind, part.source_run, part.source_step, strict=True
         ):
             atoms.info.update(kind=str(k), source_run=str(run), source_step=int(step))
     if len(parts) == 1:
-        return parts[0]
-    return _concatenate(*parts)
+        return next(iter(parts.values()))
+    return _concatenate(parts)
 
 
-def _concatenate(md, relax):
-    """One Bunch of the MD frames ``md`` followed by the relaxation frames ``relax``."""
+def _concatenate(parts):
+    """One Bunch of the frames of ``parts`` (a dict of kind to Bunch), in order."""
     from sklearn.utils import Bunch
 
     arrays = ("energy", "step", "temperature_K", "split", "charge", "intact", "index", "kind",
               "source_run", "source_step", "status")
-    out = {key: np.concatenate([md[key], relax[key]]) for key in arrays}
+    bunches = list(parts.values())
+    out = {key: np.concatenate([b[key] for b in bunches]) for key in arrays}
+    offsets = np.cumsum([0] + [len(b.run_names) for b in bunches[:-1]])
     return Bunch(
-        frames=md.frames + relax.frames,
-        run=np.concatenate([md.run, relax.run + len(md.run_names)]),
-        run_names=md.run_names + relax.run_names,
-        problems=md.problems + relax.problems,
-        n_broken=md.n_broken + relax.n_broken,
-        metadata={"md": md.metadata, "relaxation": relax.metadata},
-        DESCR=md.DESCR + "\n\n" + relax.DESCR,
+        frames=[f for b in bunches for f in b.frames],
+        run=np.concatenate([b.run + o for b, o in zip(bunches, offsets, strict=True)]),
+        run_names=[n for b in bunches for n in b.run_names],
+        problems=[p for b in bunches for p in b.problems],
+        n_broken=sum(b.n_broken for b in bunches),
+        metadata={k: b.metadata for k, b in parts.items()},
+        DESCR="\n\n".join(b.DESCR for b in bunches),
         **out,
     )
 

@@ -30,6 +30,9 @@ __all__ = [
     "generate_gold_thiolate_ring_relaxations",
     "generate_au25_relaxations",
     "compute_isolated_atom_energies",
+    "RING_ACTIVE",
+    "ring_active_learning_setup",
+    "generate_gold_thiolate_ring_active",
 ]
 
 #: Paper III's protocol: three independent NVE runs per molecule, runs 1–2 train, run 3 test.
@@ -487,3 +490,104 @@ def compute_isolated_atom_energies(method, *, settings=ISOLATED_ATOMS):
         )
         energies[element] = float(atoms.get_potential_energy())
     return energies
+
+
+#: Active learning of the ring potential: 600 K Langevin MD on
+#: :class:`~mlmlearn.forcefield.EMLMPotential` (its defaults, GFN2-xTB isolated-atom
+#: energies), checked by GFN2-xTB single points; frames where the potential's force RMSE
+#: exceeds the threshold join the data (see
+#: :func:`~mlmlearn.applications.active_learning.active_learning`). Trained on
+#: :func:`~mlmlearn.datasets.training_mask` of the MD and relaxation frames with the
+#: held-out run left out; MD starts from the frame at ``start_step`` of ``start_runs``.
+RING_ACTIVE = {
+    "method": "GFN2-xTB",
+    "charge": 0,
+    "held_out_run": "Au5(SCH3)5_600K",
+    "stride": 4,
+    "start_runs": (
+        "Au4(SCH3)4_600K",
+        "Au5(SCH3)5_300K",
+        "Au5(SCH3)5_900K",
+        "Au6(SCH3)6_600K",
+        "Au7(SCH3)7_600K",
+        "Au8(SCH3)8_600K",
+    ),
+    "start_step": 200,
+    "temperature_K": 600.0,
+    "n_steps": 2000,
+    "timestep_fs": 1.0,
+    "friction_per_fs": 0.01,
+    "check_every": 50,
+    "force_threshold_eV_per_A": 0.2,
+    "rounds": 12,
+    "random_state": 0,
+}
+
+
+def ring_active_learning_setup(settings=RING_ACTIVE):
+    """The potential, training frames, starts and reference of :data:`RING_ACTIVE`.
+
+    Returns
+    -------
+    potential : EMLMPotential
+        Unfitted.
+    train : list of ase.Atoms
+        MD and relaxation frames (:func:`~mlmlearn.datasets.training_mask`,
+        every ``stride``-th, the held-out run's frames and its relaxations left out).
+    starts : list of (ase.Atoms, str, int)
+        Each MD start with its source run and step.
+    reference : callable
+        Makes the GFN2-xTB calculator.
+    """
+    import functools
+
+    from ..forcefield import EMLMPotential
+    from ._bundled import _concatenate, isolated_atom_energies, load_gold_thiolate_rings
+    from ._sampling import training_mask
+
+    # MD and relaxation frames, never the active-learning frames this recipe makes
+    data = _concatenate({k: load_gold_thiolate_rings(kind=k) for k in ("md", "relaxation")})
+    exclude = data.source_run == settings["held_out_run"]
+    keep = training_mask(data, exclude, stride=settings["stride"])
+    train = [f for f, k in zip(data.frames, keep, strict=True) if k]
+    md = load_gold_thiolate_rings(include_broken=True)
+    starts = []
+    for run_name in settings["start_runs"]:
+        atoms, used = _md_start(md, run_name, settings["start_step"])
+        starts.append((atoms, run_name, used))
+    potential = EMLMPotential(atomic_energies=isolated_atom_energies(settings["method"]))
+    reference = functools.partial(_tblite, settings["method"], settings["charge"])
+    return potential, train, starts, reference
+
+
+def generate_gold_thiolate_ring_active(directory, *, settings=RING_ACTIVE, verbose=0):
+    """Run :data:`RING_ACTIVE`'s active learning with its checkpoint in ``directory``.
+
+    Resumable: run again after an interruption and it continues after the last
+    finished round (``added.traj`` and ``state.json`` in ``directory``); a
+    larger ``settings["rounds"]`` continues a finished loop. About 2–3 minutes
+    of one core per round.
+
+    Returns
+    -------
+    result : ActiveLearningResult
+    """
+    from ..applications.active_learning import active_learning
+
+    potential, train, starts, reference = ring_active_learning_setup(settings)
+    return active_learning(
+        potential,
+        train,
+        reference,
+        [atoms for atoms, _, _ in starts],
+        rounds=settings["rounds"],
+        temperature_K=settings["temperature_K"],
+        n_steps=settings["n_steps"],
+        timestep=settings["timestep_fs"],
+        friction=settings["friction_per_fs"],
+        check_every=settings["check_every"],
+        force_threshold=settings["force_threshold_eV_per_A"],
+        checkpoint=directory,
+        random_state=settings["random_state"],
+        verbose=verbose,
+    )

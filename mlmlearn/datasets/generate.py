@@ -12,12 +12,18 @@ trajectories into an archive the loaders read::
         --output gold_thiolate_ring_relaxations.npz
     python -m mlmlearn.datasets.generate au25-relaxations --workdir relax/au25 \\
         --output au25_relaxations.npz
+    python -m mlmlearn.datasets.generate ring-active --workdir active/rings \\
+        --output gold_thiolate_ring_active.npz
 
 The relaxation recipes (:data:`~mlmlearn.datasets._recipes.RING_RELAXATIONS`,
 :data:`~mlmlearn.datasets._recipes.AU25_RELAXATIONS`) start from frames of the
 bundled MD archives, write one extxyz file per BFGS path and pack the finished
 paths with the isolated-atom energies of their method; ``--pack-only`` packs
 what the work directory holds (metadata ``partial`` names the paths missing).
+
+``ring-active`` runs the active learning of
+:data:`~mlmlearn.datasets._recipes.RING_ACTIVE` (its checkpoint folder is the work
+directory) and packs the frames it added, one run each, with its per-round history.
 
 ``au25`` runs the heating run (:data:`~mlmlearn.datasets._recipes.AU25`) and the
 independent fixed-temperature runs
@@ -75,6 +81,17 @@ DESCRIPTIONS = {
         "of the heating run and of the 500 K run of au25.npz (never of the 300 K test run). "
         "Isolated-atom energies in the metadata."
     ),
+    "ring-active": (
+        "Gold-thiolate rings Au_n(SCH3)_n, GFN2-xTB (tblite) frames found by active learning: "
+        "600 K Langevin MD (1 fs, friction 0.01/fs, 2000 steps per round) on an EMLMPotential "
+        "(defaults, GFN2-xTB isolated-atom energies) trained on every 4th MD frame and "
+        "relaxation step of gold_thiolate_rings.npz and gold_thiolate_ring_relaxations.npz "
+        "(the ends of converged paths included, the run Au5(SCH3)5_600K and its relaxations "
+        "left out), from the frame at step 200 of six training runs; a GFN2-xTB single point "
+        "every 50 steps, and a frame where the potential's force RMSE exceeds 0.2 eV/A joins "
+        "the data and ends that trajectory; refitted every round. Each frame is one run, "
+        "its source the MD start; the per-round history is in the metadata."
+    ),
 }
 
 #: The recipe of each relaxation data set and its method's relaxation generator.
@@ -82,6 +99,76 @@ RELAXATIONS = {
     "ring-relaxations": ("RING_RELAXATIONS", "generate_gold_thiolate_ring_relaxations"),
     "au25-relaxations": ("AU25_RELAXATIONS", "generate_au25_relaxations"),
 }
+
+
+def pack_active(workdir, output, *, elapsed):
+    """Pack the frames an active-learning checkpoint folder holds into the archive ``output``.
+
+    Each frame (``added.traj``) is one run, named ``round<r>_<source run>_step<step>``,
+    with ``kind`` ``"active"``, ``source_run`` and ``source_step`` (its MD start),
+    ``round``, ``step`` (MD steps from the start), ``force_rmse_before`` (the
+    potential's error on it when found, eV/Å), ``split`` ``"train"`` and
+    ``status`` ``"active"``. The metadata also holds ``history`` (per round:
+    reference checks, frames added, failed references, the median and largest
+    force RMSE at the checks, MD steps run per start) and ``converged``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``workdir`` holds no finished round.
+    """
+    import json
+    import os
+
+    from .._optional import import_optional
+
+    read = import_optional("ase.io", purpose="generate ring-active").read
+    state_path = os.path.join(workdir, "state.json")
+    if not os.path.exists(state_path):
+        raise FileNotFoundError(f"no finished active-learning round in {workdir!r}")
+    with open(state_path) as fh:
+        state = json.load(fh)
+    path = os.path.join(workdir, "added.traj")
+    frames = read(path, ":") if os.path.exists(path) and os.path.getsize(path) else []
+    if not frames:
+        raise FileNotFoundError(f"the active learning in {workdir!r} added no frame")
+    settings = _recipes.RING_ACTIVE
+    starts = [(run, settings["start_step"]) for run in settings["start_runs"]]
+    temperature = settings["temperature_K"]
+    runs, packed = [], []
+    for frame in frames:
+        source_run, source_step = starts[frame.info["start"]]
+        step = int(frame.info["step"])
+        frame.info.update(step=step, temperature_K=temperature)
+        runs.append({
+            "name": f"round{frame.info['round']:02d}_{source_run}_step{step:04d}",
+            "kind": "active",
+            "source_run": source_run,
+            "source_step": source_step,
+            "round": int(frame.info["round"]),
+            "force_rmse_before": round(float(frame.info["force_rmse"]), 5),
+            "split": "train",
+            "status": "active",
+        })
+        packed.append([frame])
+    meta = metadata("ring-active", settings, [], elapsed=elapsed)
+    meta["runs"] = runs
+    history = state["history"]
+    meta["history"] = [
+        {
+            "round": h["round"],
+            "checked": h["checked"],
+            "added": h["added"],
+            "failed": h["failed"],
+            "force_rmse_median": round(float(np.median(h["force_rmse"])), 5),
+            "force_rmse_max": round(float(np.max(h["force_rmse"])), 5),
+            "steps": h["steps"],
+        }
+        for h in history
+    ]
+    meta["converged"] = bool(history) and history[-1]["added"] == 0 and not history[-1]["failed"]
+    pack(packed, output, metadata=meta)
+    return [run["name"] for run in runs]
 
 
 def _runs(name, paths, settings):
@@ -180,6 +267,11 @@ fixed-temperature run alone in a second process (it writes to the same --workdir
 where the first process finds it finished; the last invocation packs all three):
   python -m mlmlearn.datasets.generate au25 --start au25_sch3_18.xyz \\
       --workdir md/au25 --output au25_500K.npz --temperatures 500
+
+Active learning of the ring potential (600 K MD on it, checked by GFN2-xTB; the
+work directory is its checkpoint; --pack-only packs the rounds finished so far):
+  python -m mlmlearn.datasets.generate ring-active --workdir active/rings \\
+      --output gold_thiolate_ring_active.npz
 
 Reference relaxations (BFGS paths, every step kept) from frames of the bundled MD
 data; each path runs in a child process, and a failed single point (SCF not
@@ -293,7 +385,8 @@ def _parser():
         help="alkanes: C2H6-C7H16, GFN2-xTB; rings: Au_n(SCH3)_n, n = 4-8, GFN2-xTB; "
         "au25: Au25(SCH3)18 anion, GFN1-xTB, a heating run and fixed-temperature runs "
         "(needs --start); ring-relaxations, au25-relaxations: BFGS paths from frames of "
-        "the bundled MD data",
+        "the bundled MD data; ring-active: frames found by active learning of the ring "
+        "potential",
     )
     parser.add_argument("--workdir", required=True, help="directory of the extxyz trajectories")
     parser.add_argument("--output", required=True, help="archive to write (.npz)")
@@ -309,7 +402,7 @@ def _parser():
     parser.add_argument(
         "--pack-only",
         action="store_true",
-        help="relaxations only: run nothing, pack the finished paths of --workdir",
+        help="relaxations and ring-active only: run nothing, pack what --workdir holds",
     )
     parser.add_argument(
         "--verbose", type=int, default=1, help="0: quiet; 1 (default): a progress bar per MD run"
@@ -327,13 +420,24 @@ def main(argv=None):
         parser.error("au25 needs --start (the Au25(SCH3)18 start structure)")
     if args.temperatures is not None and args.name != "au25":
         parser.error(f"--temperatures is for au25 only, not {args.name}")
-    if args.pack_only and args.name not in RELAXATIONS:
-        parser.error(f"--pack-only is for the relaxation sets only, not {args.name}")
+    if args.pack_only and args.name not in (*RELAXATIONS, "ring-active"):
+        parser.error(
+            f"--pack-only is for the relaxation sets and ring-active only, not {args.name}"
+        )
     # both extras are needed; say so before any run starts, not one at a time
     for package in ("ase", "tblite.ase"):
         import_optional(package, purpose="python -m mlmlearn.datasets.generate")
 
     tic = time.perf_counter()
+    if args.name == "ring-active":
+        if not args.pack_only:
+            from threadpoolctl import threadpool_limits
+
+            with threadpool_limits(1):
+                _recipes.generate_gold_thiolate_ring_active(args.workdir, verbose=args.verbose)
+        names = pack_active(args.workdir, args.output, elapsed=time.perf_counter() - tic)
+        print(f"wrote {args.output} ({len(names)} frames)")
+        return
     if args.name in RELAXATIONS:
         if not args.pack_only:
             from threadpoolctl import threadpool_limits
