@@ -1,0 +1,33 @@
+"""Metropolis Monte Carlo with machine-learned or reference energies (thesis 2.5, paper II).
+
+:class:`MonteCarlo` runs Metropolis sampling (thesis eq. 2.34) with the energies of any
+ASE calculator: mlmlearn's potential or paper II's whole-structure energy model through
+:class:`~mlmlearn.forcefield.MLMCalculator`, or tblite's GFN-xTB for a reference run.
+The moving parts come from a move set: paper II's for gold–methylthiolate clusters
+(:class:`GoldThiolateMoves`), single atoms (:class:`AtomMoves`), or your own.
+"""
+
+from ._engine import CalculatorEnergy, MonteCarlo
+from ._moves import (
+    AtomMoves,
+    Displacement,
+    GoldThiolateMoves,
+    MethylMove,
+    MoveSet,
+    Part,
+    StructureNotRecognizedError,
+    SulfurMove,
+)
+
+__all__ = [
+    "AtomMoves",
+    "CalculatorEnergy",
+    "Displacement",
+    "GoldThiolateMoves",
+    "MethylMove",
+    "MonteCarlo",
+    "MoveSet",
+    "Part",
+    "StructureNotRecognizedError",
+    "SulfurMove",
+]
