@@ -84,3 +84,22 @@ def test_no_starts_is_refused(setup):
     pot, train, _ = setup
     with pytest.raises(ValueError, match="starts is empty"):
         active_learning(pot, train, _gfn2, [])
+
+
+def test_relaxation_probes_check_the_potentials_minima(setup):
+    from threadpoolctl import threadpool_limits
+
+    pot, train, starts = setup
+    with threadpool_limits(1):
+        result = active_learning(pot, train, _gfn2, starts, rounds=1, n_steps=40, check_every=20,
+                                 force_threshold=0.01, relax_fmax=0.05, relax_steps=300)
+    record = result.history[0]
+    # the MD check adds its frame; the minimum reached from there is checked and added too
+    assert record["added"] == 2 and record["relax_added"] == 1 and record["checked"] == 2
+    md, relaxed = result.added
+    assert md.info["relaxed"] is False and relaxed.info["relaxed"] is True
+    assert len(record["relax_force_rmse"]) == 1 and record["relax_force_rmse"][0] > 0.01
+    reference = relaxed.copy()
+    reference.calc = _gfn2()
+    with threadpool_limits(1):
+        np.testing.assert_allclose(relaxed.get_forces(), reference.get_forces(), atol=1e-8)

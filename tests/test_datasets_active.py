@@ -29,7 +29,6 @@ def test_active_frames_come_from_the_recipes_starts_never_the_held_out_run(activ
     assert set(active.source_run) <= set(SETTINGS["start_runs"])
     assert SETTINGS["held_out_run"] not in set(active.source_run)
     assert np.all(active.source_step == SETTINGS["start_step"])
-    assert np.all(active.temperature_K == SETTINGS["temperature_K"])
     assert np.all(active.step % SETTINGS["check_every"] == 0)
     assert np.all((active.step > 0) & (active.step <= SETTINGS["n_steps"]))
     for frame, run in zip(active.frames, active.source_run, strict=True):
@@ -41,7 +40,14 @@ def test_active_metadata_records_the_recipe_and_every_round(active):
     meta = active.metadata
     assert meta["settings"] == json.loads(json.dumps(SETTINGS))
     assert sum(h["added"] for h in meta["history"]) == len(active.frames)
-    assert [h["round"] for h in meta["history"]] == list(range(len(meta["history"])))
+    for phase in {h["phase"] for h in meta["history"]}:
+        rounds = [h["round"] for h in meta["history"] if h["phase"] == phase]
+        assert rounds == list(range(len(rounds)))
+    assert set(meta["converged"]) <= {p["name"] for p in SETTINGS["phases"]}
+    # relaxed minima are 0 K structures, MD frames at the recipe's temperature
+    relaxed = np.array([r["relaxed"] for r in meta["runs"]])
+    np.testing.assert_array_equal(active.temperature_K, np.where(relaxed, 0.0,
+                                                                  SETTINGS["temperature_K"]))
     # every frame was added because the potential was off by more than the threshold
     errors = [r["force_rmse_before"] for r in meta["runs"]]
     assert min(errors) > SETTINGS["force_threshold_eV_per_A"]
@@ -101,39 +107,50 @@ def test_the_recipes_setup_trains_without_the_held_out_run_and_its_relaxations()
     assert potential.atomic_energies is not None and callable(reference)
 
 
-def test_packing_a_checkpoint_round_trips_its_frames(active, tmp_path):
+def test_packing_the_phases_round_trips_their_frames(active, tmp_path):
     from ase.calculators.singlepoint import SinglePointCalculator
     from ase.io import write
 
     from mlmlearn.datasets.generate import pack_active
 
     frames = []
-    for k, (r, s) in enumerate([(0, 1), (1, 4)]):
+    for k, (r, s, relaxed) in enumerate([(0, 1, False), (1, 4, True)]):
         frame = active.frames[k].copy()
         frame.calc = SinglePointCalculator(frame, energy=active.energy[k],
                                            forces=active.frames[k].get_forces())
-        frame.info = {"round": r, "start": s, "step": 150 + 50 * k, "force_rmse": 0.3 + k}
+        frame.info = {"round": r, "start": s, "step": 150 + 50 * k, "force_rmse": 0.3 + k,
+                      "relaxed": relaxed}
         frames.append(frame)
-    write(tmp_path / "added.traj", frames, format="traj")
-    history = [{"round": r, "checked": 3, "added": 1, "failed": 0, "force_rmse": [0.1, 0.3 + r],
-                "steps": [2000] * 6} for r in (0, 1)]
-    (tmp_path / "state.json").write_text(json.dumps({"settings": {}, "history": history,
-                                                     "next_round": 2}))
+    md, relax = (p["name"] for p in SETTINGS["phases"])
+    (tmp_path / md).mkdir()
+    (tmp_path / relax).mkdir()
+    write(tmp_path / md / "added.traj", frames[:1], format="traj")
+    write(tmp_path / relax / "added.traj", frames[1:], format="traj")
+    history = [{"round": 0, "checked": 3, "added": 1, "failed": 0, "force_rmse": [0.1, 1.3],
+                "steps": [2000] * 6}]
+    (tmp_path / md / "state.json").write_text(json.dumps({"settings": {}, "history": history,
+                                                          "next_round": 1}))
+    history = [{**history[0], "relax_force_rmse": [0.05, 1.3], "relax_added": 1}]
+    (tmp_path / relax / "state.json").write_text(json.dumps({"settings": {}, "history": history,
+                                                             "next_round": 1}))
     names = pack_active(tmp_path, tmp_path / "out.npz", elapsed=1.0)
     back = load_archive(tmp_path / "out.npz")
     assert back.run_names == names == [
-        f"round00_{SETTINGS['start_runs'][1]}_step0150",
-        f"round01_{SETTINGS['start_runs'][4]}_step0200"]
+        f"{md}_round00_{SETTINGS['start_runs'][1]}_step0150",
+        f"{relax}_round01_{SETTINGS['start_runs'][4]}_step0200_relaxed"]
     np.testing.assert_array_equal(back.energy, active.energy[:2])
+    np.testing.assert_array_equal(back.temperature_K, [SETTINGS["temperature_K"], 0.0])
     for a, b in zip(back.frames, frames, strict=True):
         np.testing.assert_array_equal(a.positions, b.positions)
         np.testing.assert_allclose(a.get_forces(), b.get_forces(), atol=1e-6)  # stored float32
     assert [r["force_rmse_before"] for r in back.metadata["runs"]] == [0.3, 1.3]
-    assert back.metadata["history"][1] == {"round": 1, "checked": 3, "added": 1, "failed": 0,
-                                           "force_rmse_median": 0.7, "force_rmse_max": 1.3,
-                                           "steps": [2000] * 6}
-    assert back.metadata["converged"] is False
+    assert [r["phase"] for r in back.metadata["runs"]] == [md, relax]
+    assert back.metadata["history"][0] == {"phase": md, "round": 0, "checked": 3, "added": 1,
+                                           "failed": 0, "force_rmse_median": 0.7,
+                                           "force_rmse_max": 1.3, "steps": [2000] * 6}
+    assert back.metadata["history"][1]["relax_force_rmse_max"] == 1.3
+    assert back.metadata["converged"] == {md: False, relax: False}
 
     (tmp_path / "empty").mkdir()
-    with pytest.raises(FileNotFoundError, match="no finished active-learning round"):
+    with pytest.raises(FileNotFoundError, match="no active-learning phase"):
         pack_active(tmp_path / "empty", tmp_path / "x.npz", elapsed=0.0)

@@ -28,13 +28,15 @@ class ActiveLearningResult:
     added : list of ase.Atoms
         Structures added, with their reference energy and forces stored
         (``SinglePointCalculator``) and ``info["round"]``, ``info["start"]``,
-        ``info["step"]`` and ``info["force_rmse"]`` (the potential's error there,
-        eV/Å, before it was added).
+        ``info["step"]``, ``info["force_rmse"]`` (the potential's error there,
+        eV/Å, before it was added) and ``info["relaxed"]`` (True for a minimum of
+        the potential found with ``relax_fmax``, False for an MD frame).
     history : list of dict
         Per round: ``"round"``, ``"checked"`` (reference single points),
         ``"added"``, ``"failed"`` (reference calculations that raised),
         ``"force_rmse"`` (the potential's force RMSE at every check, eV/Å) and
-        ``"steps"`` (MD steps run per start).
+        ``"steps"`` (MD steps run per start); with ``relax_fmax``, also
+        ``"relax_force_rmse"`` (at each relaxed minimum) and ``"relax_added"``.
     converged : bool
         A round ran every trajectory to its end without adding a structure (and
         without a failed reference calculation).
@@ -59,6 +61,8 @@ def active_learning(
     friction=0.01,
     check_every=50,
     force_threshold=0.2,
+    relax_fmax=None,
+    relax_steps=500,
     checkpoint=None,
     random_state=0,
     verbose=0,
@@ -97,6 +101,15 @@ def active_learning(
     force_threshold : float, default=0.2
         eV/Å. Held-out MD frames of the bundled rings have force RMSEs near
         0.06 eV/Å; regions the potential has not learnt, several times that.
+    relax_fmax : float or None, default=None
+        Also probe the potential's minima: after each trajectory, its last
+        structure is relaxed on the potential (ASE's BFGS to this fmax, eV/Å, at
+        most ``relax_steps`` steps) and the minimum gets a reference single point,
+        joining the data like an MD frame when its force RMSE exceeds
+        ``force_threshold``. MD at temperature rarely visits the basins a relaxation
+        ends in, and a potential can order them wrongly (the bundled rings' compact
+        Au5 minima).
+    relax_steps : int, default=500
     checkpoint : str or path, default=None
         A folder: after every round the added structures (``added.traj``) and
         the round reached (``state.json``) are written there, and a run given
@@ -122,10 +135,10 @@ def active_learning(
         If ``starts`` is empty, or a checkpoint was written with other settings.
     """
     from ase import units
-    from ase.calculators.singlepoint import SinglePointCalculator
     from ase.io import read, write
     from ase.md.langevin import Langevin
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+    from ase.optimize import BFGS
     from sklearn.base import clone
 
     from .._progress import progress
@@ -139,6 +152,8 @@ def active_learning(
                     timestep=timestep, friction=friction, check_every=check_every,
                     force_threshold=force_threshold, random_state=random_state,
                     n_starts=len(starts))
+    if relax_fmax is not None:  # absent otherwise: checkpoints written before it still match
+        settings.update(relax_fmax=relax_fmax, relax_steps=relax_steps)
     added, history, first = [], [], 0
     if checkpoint is not None:
         os.makedirs(checkpoint, exist_ok=True)
@@ -163,6 +178,8 @@ def active_learning(
         model = clone(potential).fit(list(structures) + added)
         record = {"round": r, "checked": 0, "added": 0, "failed": 0, "force_rmse": [],
                   "steps": []}
+        if relax_fmax is not None:
+            record.update(relax_force_rmse=[], relax_added=0)
         for s, start in enumerate(progress(starts, verbose=verbose, desc=f"round {r}")):
             rng = np.random.default_rng([random_state, r, s])
             atoms = start.copy()
@@ -187,13 +204,32 @@ def active_learning(
                 error = force_rmse(forces, atoms.get_forces())
                 record["force_rmse"].append(float(error))
                 if error > force_threshold:
-                    frame = atoms.copy()
-                    frame.calc = SinglePointCalculator(frame, energy=energy, forces=forces)
-                    frame.info.update(round=r, start=s, step=step, force_rmse=float(error))
-                    added.append(frame)
+                    added.append(_labelled(atoms, energy, forces, round=r, start=s, step=step,
+                                           force_rmse=float(error), relaxed=False))
                     record["added"] += 1
                     break
             record["steps"].append(step)
+            if relax_fmax is None:
+                continue
+            relaxed = atoms.copy()
+            relaxed.calc = MLMCalculator(model)
+            BFGS(relaxed, logfile=None).run(fmax=relax_fmax, steps=relax_steps)
+            probe = relaxed.copy()
+            probe.calc = reference()
+            record["checked"] += 1
+            try:
+                energy = probe.get_potential_energy()
+                forces = probe.get_forces()
+            except Exception:  # noqa: BLE001 - as for the MD checks
+                record["failed"] += 1
+                continue
+            error = force_rmse(forces, relaxed.get_forces())
+            record["relax_force_rmse"].append(float(error))
+            if error > force_threshold:
+                added.append(_labelled(relaxed, energy, forces, round=r, start=s, step=step,
+                                       force_rmse=float(error), relaxed=True))
+                record["added"] += 1
+                record["relax_added"] += 1
         history.append(record)
         converged = record["added"] == 0 and record["failed"] == 0
         if checkpoint is not None:
@@ -208,3 +244,13 @@ def active_learning(
         model = clone(potential).fit(list(structures) + added)
     return ActiveLearningResult(potential=model, added=added, history=history,
                                 converged=converged)
+
+
+def _labelled(atoms, energy, forces, **info):
+    """A copy of ``atoms`` carrying the reference ``energy`` and ``forces`` and ``info``."""
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    frame = atoms.copy()
+    frame.calc = SinglePointCalculator(frame, energy=energy, forces=forces)
+    frame.info.update(info)
+    return frame

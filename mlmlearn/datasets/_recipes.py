@@ -499,6 +499,9 @@ def compute_isolated_atom_energies(method, *, settings=ISOLATED_ATOMS):
 #: :func:`~mlmlearn.applications.active_learning.active_learning`). Trained on
 #: :func:`~mlmlearn.datasets.training_mask` of the MD and relaxation frames with the
 #: held-out run left out; MD starts from the frame at ``start_step`` of ``start_runs``.
+#: Two phases, each its own loop on the data of the phases before it: ``"md"`` checks MD
+#: frames only; ``"relax"`` also relaxes the last structure of every trajectory on the
+#: potential (BFGS to ``relax_fmax``) and checks that minimum.
 RING_ACTIVE = {
     "method": "GFN2-xTB",
     "charge": 0,
@@ -519,8 +522,11 @@ RING_ACTIVE = {
     "friction_per_fs": 0.01,
     "check_every": 50,
     "force_threshold_eV_per_A": 0.2,
-    "rounds": 12,
     "random_state": 0,
+    "phases": (
+        {"name": "md", "rounds": 12},
+        {"name": "relax", "rounds": 8, "relax_fmax_eV_per_A": 0.01, "relax_steps": 500},
+    ),
 }
 
 
@@ -561,33 +567,42 @@ def ring_active_learning_setup(settings=RING_ACTIVE):
 
 
 def generate_gold_thiolate_ring_active(directory, *, settings=RING_ACTIVE, verbose=0):
-    """Run :data:`RING_ACTIVE`'s active learning with its checkpoint in ``directory``.
+    """Run :data:`RING_ACTIVE`'s active learning, one checkpoint folder per phase.
 
-    Resumable: run again after an interruption and it continues after the last
-    finished round (``added.traj`` and ``state.json`` in ``directory``); a
-    larger ``settings["rounds"]`` continues a finished loop. About 2–3 minutes
-    of one core per round.
+    Phase ``p`` runs in ``directory/<p's name>`` (``added.traj``, ``state.json``) on the
+    training frames plus every frame the phases before it added. Resumable: run again
+    after an interruption and each phase continues after its last finished round; a
+    larger ``rounds`` continues a finished phase. About 2–3 minutes of one core per
+    round.
 
     Returns
     -------
-    result : ActiveLearningResult
+    results : list of ActiveLearningResult
+        One per phase.
     """
     from ..applications.active_learning import active_learning
 
     potential, train, starts, reference = ring_active_learning_setup(settings)
-    return active_learning(
-        potential,
-        train,
-        reference,
-        [atoms for atoms, _, _ in starts],
-        rounds=settings["rounds"],
-        temperature_K=settings["temperature_K"],
-        n_steps=settings["n_steps"],
-        timestep=settings["timestep_fs"],
-        friction=settings["friction_per_fs"],
-        check_every=settings["check_every"],
-        force_threshold=settings["force_threshold_eV_per_A"],
-        checkpoint=directory,
-        random_state=settings["random_state"],
-        verbose=verbose,
-    )
+    results, added = [], []
+    for phase in settings["phases"]:
+        result = active_learning(
+            potential,
+            train + added,
+            reference,
+            [atoms for atoms, _, _ in starts],
+            rounds=phase["rounds"],
+            temperature_K=settings["temperature_K"],
+            n_steps=settings["n_steps"],
+            timestep=settings["timestep_fs"],
+            friction=settings["friction_per_fs"],
+            check_every=settings["check_every"],
+            force_threshold=settings["force_threshold_eV_per_A"],
+            relax_fmax=phase.get("relax_fmax_eV_per_A"),
+            relax_steps=phase.get("relax_steps", 500),
+            checkpoint=os.path.join(directory, phase["name"]),
+            random_state=settings["random_state"],
+            verbose=verbose,
+        )
+        results.append(result)
+        added = added + result.added
+    return results

@@ -102,20 +102,23 @@ RELAXATIONS = {
 
 
 def pack_active(workdir, output, *, elapsed):
-    """Pack the frames an active-learning checkpoint folder holds into the archive ``output``.
+    """Pack the frames the active-learning phases in ``workdir`` added into ``output``.
 
-    Each frame (``added.traj``) is one run, named ``round<r>_<source run>_step<step>``,
-    with ``kind`` ``"active"``, ``source_run`` and ``source_step`` (its MD start),
-    ``round``, ``step`` (MD steps from the start), ``force_rmse_before`` (the
-    potential's error on it when found, eV/Å), ``split`` ``"train"`` and
-    ``status`` ``"active"``. The metadata also holds ``history`` (per round:
-    reference checks, frames added, failed references, the median and largest
-    force RMSE at the checks, MD steps run per start) and ``converged``.
+    Each phase of :data:`~mlmlearn.datasets._recipes.RING_ACTIVE` has its checkpoint
+    folder ``workdir/<phase>`` (``added.traj``, ``state.json``); phases not started are
+    skipped. Each frame is one run, named ``<phase>_round<r>_<source run>_step<step>``
+    (``_relaxed`` appended for a minimum of the potential), with ``kind`` ``"active"``,
+    ``phase``, ``source_run`` and ``source_step`` (its MD start), ``round``, ``step``
+    (MD steps from the start), ``relaxed``, ``force_rmse_before`` (the potential's
+    error on it when found, eV/Å), ``split`` ``"train"`` and ``status`` ``"active"``.
+    The metadata also holds ``history`` (per phase and round: reference checks, frames
+    added, failed references, the median and largest force RMSE at the MD checks and at
+    the relaxed minima, MD steps run per start) and per phase whether it ``converged``.
 
     Raises
     ------
     FileNotFoundError
-        If ``workdir`` holds no finished round.
+        If no phase in ``workdir`` has a finished round or added a frame.
     """
     import json
     import os
@@ -123,50 +126,63 @@ def pack_active(workdir, output, *, elapsed):
     from .._optional import import_optional
 
     read = import_optional("ase.io", purpose="generate ring-active").read
-    state_path = os.path.join(workdir, "state.json")
-    if not os.path.exists(state_path):
-        raise FileNotFoundError(f"no finished active-learning round in {workdir!r}")
-    with open(state_path) as fh:
-        state = json.load(fh)
-    path = os.path.join(workdir, "added.traj")
-    frames = read(path, ":") if os.path.exists(path) and os.path.getsize(path) else []
-    if not frames:
-        raise FileNotFoundError(f"the active learning in {workdir!r} added no frame")
     settings = _recipes.RING_ACTIVE
     starts = [(run, settings["start_step"]) for run in settings["start_runs"]]
     temperature = settings["temperature_K"]
-    runs, packed = [], []
-    for frame in frames:
-        source_run, source_step = starts[frame.info["start"]]
-        step = int(frame.info["step"])
-        frame.info.update(step=step, temperature_K=temperature)
-        runs.append({
-            "name": f"round{frame.info['round']:02d}_{source_run}_step{step:04d}",
-            "kind": "active",
-            "source_run": source_run,
-            "source_step": source_step,
-            "round": int(frame.info["round"]),
-            "force_rmse_before": round(float(frame.info["force_rmse"]), 5),
-            "split": "train",
-            "status": "active",
-        })
-        packed.append([frame])
+    runs, packed, history, converged = [], [], [], {}
+    for phase in settings["phases"]:
+        folder = os.path.join(workdir, phase["name"])
+        state_path = os.path.join(folder, "state.json")
+        if not os.path.exists(state_path):
+            continue
+        with open(state_path) as fh:
+            state = json.load(fh)
+        path = os.path.join(folder, "added.traj")
+        frames = read(path, ":") if os.path.exists(path) and os.path.getsize(path) else []
+        for frame in frames:
+            source_run, source_step = starts[frame.info["start"]]
+            step = int(frame.info["step"])
+            relaxed = bool(frame.info.get("relaxed", False))
+            frame.info.update(step=step, temperature_K=0.0 if relaxed else temperature)
+            runs.append({
+                "name": f"{phase['name']}_round{frame.info['round']:02d}_{source_run}_step"
+                        f"{step:04d}" + ("_relaxed" if relaxed else ""),
+                "kind": "active",
+                "phase": phase["name"],
+                "source_run": source_run,
+                "source_step": source_step,
+                "round": int(frame.info["round"]),
+                "relaxed": relaxed,
+                "force_rmse_before": round(float(frame.info["force_rmse"]), 5),
+                "split": "train",
+                "status": "active",
+            })
+            packed.append([frame])
+        for h in state["history"]:
+            entry = {
+                "phase": phase["name"],
+                "round": h["round"],
+                "checked": h["checked"],
+                "added": h["added"],
+                "failed": h["failed"],
+                "force_rmse_median": round(float(np.median(h["force_rmse"])), 5),
+                "force_rmse_max": round(float(np.max(h["force_rmse"])), 5),
+                "steps": h["steps"],
+            }
+            if "relax_force_rmse" in h:
+                relax = h["relax_force_rmse"] or [float("nan")]
+                entry.update(relax_added=h["relax_added"],
+                             relax_force_rmse_median=round(float(np.median(relax)), 5),
+                             relax_force_rmse_max=round(float(np.max(relax)), 5))
+            history.append(entry)
+        last = state["history"][-1] if state["history"] else None
+        converged[phase["name"]] = bool(last) and last["added"] == 0 and not last["failed"]
+    if not packed:
+        raise FileNotFoundError(f"no active-learning phase in {workdir!r} added a frame")
     meta = metadata("ring-active", settings, [], elapsed=elapsed)
     meta["runs"] = runs
-    history = state["history"]
-    meta["history"] = [
-        {
-            "round": h["round"],
-            "checked": h["checked"],
-            "added": h["added"],
-            "failed": h["failed"],
-            "force_rmse_median": round(float(np.median(h["force_rmse"])), 5),
-            "force_rmse_max": round(float(np.max(h["force_rmse"])), 5),
-            "steps": h["steps"],
-        }
-        for h in history
-    ]
-    meta["converged"] = bool(history) and history[-1]["added"] == 0 and not history[-1]["failed"]
+    meta["history"] = history
+    meta["converged"] = converged
     pack(packed, output, metadata=meta)
     return [run["name"] for run in runs]
 
