@@ -151,6 +151,21 @@ def test_energy_from_the_energy_model(ff, energy_model, rings):
     assert atoms.get_potential_energy() == energy_model.predict([atoms])[0] != energy
 
 
+def test_an_energy_model_alone_gives_energies_and_nothing_else(energy_model, rings):
+    atoms = _fresh(rings["test"][2])
+    atoms.calc = MLMCalculator(energy_model=energy_model)
+    assert set(atoms.calc.implemented_properties) == {"energy", "free_energy"}
+    assert atoms.get_potential_energy() == energy_model.predict([atoms])[0]
+    with pytest.raises(PropertyNotImplementedError, match="forces"):
+        atoms.get_forces()
+    with pytest.raises(PropertyNotImplementedError, match="energy model only"):
+        atoms.calc.calculate(atoms, ["forces"])
+    with pytest.raises(PropertyNotImplementedError, match="force uncertainty"):
+        atoms.calc.get_uncertainty(atoms)
+    with pytest.raises(ValueError, match="needs a force_field, an energy_model or both"):
+        MLMCalculator()
+
+
 def _core_typed(frame, ff):
     """The frame with one unit gold pushed until it is core gold: (atoms, its index).
 

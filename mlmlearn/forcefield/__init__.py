@@ -1,10 +1,12 @@
-"""Models of whole structures: per-atom-type force fields and their ASE calculator.
+"""Models of whole structures: potentials, force fields, energy models, their ASE calculator.
 
-:class:`ForceField` predicts the force on every atom as an EMLM norm times an
-OAMLM direction, one pair of models per atom type (paper IV). Needs mlmlearn's
-``atoms`` extra (``pip install ".[atoms]"``).
+:class:`EMLMPotential` gives energies and their exact forces; :class:`ForceField`
+predicts the force on every atom as an EMLM norm times an OAMLM direction, one pair of
+models per atom type (paper IV); :func:`default_energy_model` is paper II's MBTR → EMLM
+energy of whole structures. Needs mlmlearn's ``atoms`` extra (``pip install ".[atoms]"``).
 """
 
+from ._energy_model import MBTR_PARAMETER_SETS, default_energy_model
 from ._forcefield import (
     ForceField,
     ModelVersionWarning,
@@ -26,7 +28,9 @@ __all__ = [
     "ModelVersionWarning",
     "UnknownAtomTypeError",
     "default_direction_model",
+    "default_energy_model",
     "default_norm_model",
+    "MBTR_PARAMETER_SETS",
     "OffsetsNotIdentifiableError",
     "ZBL",
     "default_descriptor",

@@ -20,13 +20,16 @@ class MLMCalculator(Calculator):
 
     Parameters
     ----------
-    force_field : ForceField or EMLMPotential
+    force_field : ForceField, EMLMPotential or None
         A fitted :class:`~mlmlearn.forcefield.EMLMPotential` gives ``energy``,
         ``free_energy`` (the same, eV), per-atom ``energies`` and ``forces``
         (eV/Å, the exact ``−∂E/∂r``): what optimizers, MD and Monte Carlo need.
         A fitted :class:`~mlmlearn.forcefield.ForceField` gives ``forces`` and
         the per-atom ``results["uncertainty"]`` (Å, the direction model's
         predicted alignment accuracy, see :meth:`ForceField.predict`).
+        None with an ``energy_model``: the calculator gives ``energy`` and
+        ``free_energy`` only (what Monte Carlo needs), and asking it for forces
+        raises ASE's ``PropertyNotImplementedError``.
     energy_model : regressor, default=None
         A fitted model of whole structures whose ``predict([atoms])`` gives the
         potential energy in eV (paper II: MBTR → scaler → EMLM). With it,
@@ -70,11 +73,15 @@ class MLMCalculator(Calculator):
 
     implemented_properties = ["forces"]
 
-    def __init__(self, force_field, energy_model=None, *, blas_threads=1, **kwargs):
+    def __init__(self, force_field=None, energy_model=None, *, blas_threads=1, **kwargs):
         from sklearn.utils.validation import check_is_fitted
 
         self._potential = hasattr(force_field, "energies_forces")
-        if self._potential:
+        if force_field is None:
+            if energy_model is None:
+                raise ValueError("MLMCalculator needs a force_field, an energy_model or both")
+            check_is_fitted(energy_model)
+        elif self._potential:
             check_is_fitted(force_field, "coef_")
             if energy_model is not None:
                 raise ValueError(
@@ -88,6 +95,8 @@ class MLMCalculator(Calculator):
         # honest per instance: an energy only with an energy model or a potential
         if self._potential:
             self.implemented_properties = ["energy", "free_energy", "energies", "forces"]
+        elif force_field is None:
+            self.implemented_properties = ["energy", "free_energy"]
         else:
             self.implemented_properties = (
                 ["forces"] if energy_model is None else ["energy", "free_energy", "forces"])
@@ -98,6 +107,11 @@ class MLMCalculator(Calculator):
             raise PropertyNotImplementedError(
                 f"MLMCalculator has no {missing[0]!r} for a potential; it gives "
                 f"{self.implemented_properties}")
+        if missing and self.force_field is None:
+            raise PropertyNotImplementedError(
+                f"MLMCalculator has no {missing[0]!r}: it was built with an energy model only "
+                "(whole-structure energies, no forces); use it for Monte Carlo, or give a "
+                "force field or a potential")
         if missing:
             raise PropertyNotImplementedError(
                 f"MLMCalculator has no {missing[0]!r}: it was built without an energy "
@@ -114,12 +128,15 @@ class MLMCalculator(Calculator):
             self.results["energy"] = self.results["free_energy"] = float(energies.sum())
             self.results["forces"] = forces
             return
-        with threadpool_limits(self.blas_threads, "blas"):
-            forces, uncertainty = self.force_field.predict(self.atoms, return_uncertainty=True)
-        self.results["forces"] = forces
-        self.results["uncertainty"] = uncertainty
+        if self.force_field is not None:
+            with threadpool_limits(self.blas_threads, "blas"):
+                forces, uncertainty = self.force_field.predict(self.atoms,
+                                                               return_uncertainty=True)
+            self.results["forces"] = forces
+            self.results["uncertainty"] = uncertainty
         if self.energy_model is not None:
-            energy = float(np.asarray(self.energy_model.predict([self.atoms])).reshape(-1)[0])
+            with threadpool_limits(self.blas_threads, "blas"):
+                energy = float(np.asarray(self.energy_model.predict([self.atoms])).reshape(-1)[0])
             self.results["energy"] = self.results["free_energy"] = energy
 
     def get_uncertainty(self, atoms=None):
@@ -133,7 +150,9 @@ class MLMCalculator(Calculator):
         uncertainty : ndarray of shape (n_atoms,)
             A copy of ``results["uncertainty"]``.
         """
-        if self._potential:
-            raise PropertyNotImplementedError("a potential gives no force uncertainty")
+        if self._potential or self.force_field is None:
+            raise PropertyNotImplementedError(
+                "only a force field gives a force uncertainty, not a potential or an energy "
+                "model")
         self.get_property("forces", atoms)
         return self.results["uncertainty"].copy()
