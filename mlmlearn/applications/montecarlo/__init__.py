@@ -4,10 +4,13 @@
 ASE calculator: mlmlearn's potential or paper II's whole-structure energy model through
 :class:`~mlmlearn.forcefield.MLMCalculator`, or tblite's GFN-xTB for a reference run.
 The moving parts come from a move set: paper II's for gold–methylthiolate clusters
-(:class:`GoldThiolateMoves`), single atoms (:class:`AtomMoves`), or your own.
+(:class:`GoldThiolateMoves`), single atoms (:class:`AtomMoves`), or your own. With
+paper II's energy model, :class:`IncrementalEnergy` updates the energy from the moved
+atoms' pairs only.
 """
 
 from ._engine import CalculatorEnergy, MonteCarlo
+from ._incremental import IncrementalEnergy
 from ._moves import (
     AtomMoves,
     Displacement,
@@ -24,6 +27,7 @@ __all__ = [
     "CalculatorEnergy",
     "Displacement",
     "GoldThiolateMoves",
+    "IncrementalEnergy",
     "MethylMove",
     "MonteCarlo",
     "MoveSet",

@@ -21,18 +21,27 @@ _PHASES = ("equilibration", "production")
 class CalculatorEnergy:
     """Trial energies from the structure's ASE calculator: one full calculation per trial.
 
-    The energy protocol of :class:`MonteCarlo`: :meth:`energy` of the current
-    structure, :meth:`trial` (move some atoms, return the new energy), then
-    :meth:`accept` or :meth:`reject`. An incremental model implements the same four
-    methods.
+    The energy protocol of :class:`MonteCarlo`: :meth:`start` binds the structure and
+    returns its energy; :meth:`trial` moves some atoms and returns the new energy;
+    :meth:`accept` or :meth:`reject` settles it; :meth:`get_state` and
+    :meth:`set_state` give and take what a checkpoint must hold beyond the positions
+    (nothing here). An incremental model
+    (:class:`~mlmlearn.applications.montecarlo.IncrementalEnergy`) implements the same.
     """
 
-    def __init__(self, atoms):
-        self.atoms = atoms
+    def __init__(self):
+        self.atoms = None
         self._undo = None
 
-    def energy(self):
+    def start(self, atoms):
+        self.atoms = atoms
         return self._get()
+
+    def get_state(self):
+        return {}
+
+    def set_state(self, state):
+        pass
 
     def trial(self, indices, positions):
         self._undo = (indices, self.atoms.positions[indices].copy())
@@ -113,6 +122,10 @@ class MonteCarlo:
     random_state : int, numpy.random.Generator or None, default=None
     verbose : int, default=0
         A progress bar when > 0.
+    energy : CalculatorEnergy or IncrementalEnergy, default=None
+        Where trial energies come from: the calculator, one full calculation per trial
+        (None), or :class:`~mlmlearn.applications.montecarlo.IncrementalEnergy` of paper
+        II's MBTR → EMLM model, which updates only the moved atoms' pairs.
 
     Attributes
     ----------
@@ -190,7 +203,7 @@ class MonteCarlo:
         self.write_interval = int(write_interval)
         self.checkpoint_interval = int(checkpoint_interval)
         self.verbose = verbose
-        self.engine = CalculatorEnergy(atoms) if energy is None else energy
+        self.engine = CalculatorEnergy() if energy is None else energy
         self.rng = (random_state if isinstance(random_state, np.random.Generator)
                     else np.random.default_rng(random_state))
         self.step_size = float(step_size)
@@ -201,8 +214,12 @@ class MonteCarlo:
         self._start = atoms.positions.copy()
 
         restored = self._restore() if (resume and self.checkpoint) else None
-        if restored is None:
-            self.energy = self._checked(self.engine.energy(), "at the start structure")
+        energy = self._checked(self.engine.start(atoms), "at the start structure")
+        if restored is not None:
+            self.engine.set_state({k[len("engine_"):]: v for k, v in restored.items()
+                                   if k.startswith("engine_")})
+        else:
+            self.energy = energy
             if self.trajectory is not None:
                 with open(self.trajectory, "wb"):
                     pass
@@ -341,6 +358,9 @@ class MonteCarlo:
             "acceptance": np.array(self.acceptance, float),
             "step_sizes": np.array(self.step_sizes, float),
         }
+        # the energy engine's own state (an incremental model's features and distances),
+        # so that a resumed run continues bit for bit
+        arrays.update({f"engine_{k}": np.asarray(v) for k, v in self.engine.get_state().items()})
         temporary = self.checkpoint + ".tmp"
         with open(temporary, "wb") as out:
             np.savez(out, **arrays)
