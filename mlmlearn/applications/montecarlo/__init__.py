@@ -6,9 +6,17 @@ ASE calculator: mlmlearn's potential or paper II's whole-structure energy model 
 The moving parts come from a move set: paper II's for gold–methylthiolate clusters
 (:class:`GoldThiolateMoves`), single atoms (:class:`AtomMoves`), or your own. With
 paper II's energy model, :class:`IncrementalEnergy` updates the energy from the moved
-atoms' pairs only.
+atoms' pairs only. :func:`montecarlo_active_learning` automates paper II's lesson: MC with
+the model, the frames it must not trust computed with the reference method, added, refitted.
 """
 
+from ._active import (
+    AnyOf,
+    BrokenGeometry,
+    FarFromReferences,
+    MonteCarloActiveLearningResult,
+    montecarlo_active_learning,
+)
 from ._engine import CalculatorEnergy, MonteCarlo
 from ._incremental import IncrementalEnergy
 from ._moves import (
@@ -23,7 +31,12 @@ from ._moves import (
 )
 
 __all__ = [
+    "AnyOf",
     "AtomMoves",
+    "BrokenGeometry",
+    "FarFromReferences",
+    "MonteCarloActiveLearningResult",
+    "montecarlo_active_learning",
     "CalculatorEnergy",
     "Displacement",
     "GoldThiolateMoves",
