@@ -11,11 +11,7 @@ from mlmlearn.applications.montecarlo import (  # noqa: E402
     IncrementalEnergy,
     MonteCarlo,
 )
-from mlmlearn.applications.montecarlo._incremental import (  # noqa: E402
-    _delta_py,
-    _pair_terms_py,
-    kernels,
-)
+from mlmlearn.applications.montecarlo._incremental import _delta_py, kernels  # noqa: E402
 from mlmlearn.datasets import load_au25, load_gold_thiolate_rings  # noqa: E402
 from mlmlearn.forcefield import MLMCalculator, default_energy_model  # noqa: E402
 
@@ -66,24 +62,34 @@ def test_trial_energies_equal_the_full_recompute(ring_models, name):
 
 
 def test_the_compiled_kernel_equals_its_python_oracle(ring_models):
+    import mlmlearn.applications.montecarlo._incremental as module
+
     frames, models = ring_models
     engine = IncrementalEnergy(models["emlm set 2"])
     atoms = frames[3].copy()
     engine.start(atoms)
     indices = np.array([5, 6, 7, 8])
     new = atoms.positions[indices] + 0.2
-    args = (atoms.positions, indices, new, engine._types, engine._n_elements, engine._grid,
-            engine._weighting)
-    compiled, oracle = np.zeros(engine._n_features), np.zeros(engine._n_features)
-    kernels()["delta"](*args, compiled)
-    import mlmlearn.applications.montecarlo._incremental as module
+    width = engine._cache_values.shape[2]
 
-    compiled_pair = module._pair_terms
-    try:
-        module._pair_terms = _pair_terms_py
-        _delta_py(*args, oracle)
+    def delta(kernel):
+        out = np.zeros(engine._n_features)
+        pending = (np.empty((4, len(atoms)), dtype=np.int64), np.empty((4, len(atoms), width)))
+        kernel(atoms.positions, indices, new, engine._types, engine._n_elements, engine._grid,
+               engine._weighting, engine._cache_lo, engine._cache_values, *pending, out)
+        return out
+
+    compiled = delta(kernels()["delta"])
+    helpers = {name: getattr(module, name) for name in ("_pair_window", "_block", "_add",
+                                                         "_distance")}
+    try:  # the pure-Python oracle with pure-Python helpers
+        module._pair_window = module._pair_window_py
+        for name in ("_block", "_add", "_distance"):
+            setattr(module, name, getattr(helpers[name], "py_func", helpers[name]))
+        oracle = delta(_delta_py)
     finally:
-        module._pair_terms = compiled_pair
+        for name, value in helpers.items():
+            setattr(module, name, value)
     np.testing.assert_allclose(compiled, oracle, rtol=1e-13, atol=1e-15)
     # and the difference is dscribe's: MBTR(new) - MBTR(old)
     moved = atoms.copy()

@@ -5,7 +5,9 @@ A trial move changes the pairs that involve the moved atoms and nothing else. MB
 minus their old ones; min-max scaling is linear, so the scaled features change by the
 scaled difference; and the squared distances to the K references change by
 ``2 Δx·(x − m_k) + |Δx|²``. The model's own prediction from those distances
-(:meth:`EMLM._predict`, or MLM's) gives the energy. A full recompute with dscribe every
+(:meth:`EMLM._predict`, or MLM's) gives the energy. Every pair's term is cached (on the
+bins where its Gaussian is not negligible), so a trial computes only the moved pairs' new
+terms. A full recompute with dscribe every
 ``refresh_every`` accepted moves bounds the rounding drift; a Monte Carlo checkpoint
 keeps the updated state itself, so a resumed run continues bit for bit.
 """
@@ -94,6 +96,13 @@ class IncrementalEnergy:
 
     def refresh(self):
         """Recompute everything from the current positions (dscribe); the energy (eV)."""
+        n_atoms, width = len(self.atoms), 2 * int(self._grid[4]) + 1
+        self._cache_lo = np.full((n_atoms, n_atoms), -1, dtype=np.int64)
+        self._cache_values = np.zeros((n_atoms, n_atoms, width))
+        kernels()["cache"](np.ascontiguousarray(self.atoms.positions, dtype=np.float64),
+                           self._grid, self._weighting, self._cache_lo, self._cache_values)
+        self._buffers = (np.empty((4, n_atoms), dtype=np.int64),
+                         np.empty((4, n_atoms, width)))
         v = np.asarray(self.mbtr.transform([self.atoms]), dtype=np.float64)[0]
         self._x = self._scale(v)
         diff = self._x[None, :] - self._references
@@ -124,8 +133,16 @@ class IncrementalEnergy:
         indices = np.asarray(indices, dtype=np.int64)
         positions = np.ascontiguousarray(positions, dtype=np.float64)
         delta = np.zeros(self._n_features)
-        kernels()["delta"](self.atoms.positions, indices, positions, self._types,
-                           self._n_elements, self._grid, self._weighting, delta)
+        n_atoms, k = len(self.atoms), len(indices)
+        if self._buffers[0].shape[0] < k:  # reused across trials: no allocation per move
+            self._buffers = (np.empty((k, n_atoms), dtype=np.int64),
+                             np.empty((k, n_atoms, self._cache_values.shape[2])))
+        pending_lo, pending_values = self._buffers[0][:k], self._buffers[1][:k]
+        kernels()["delta"](np.ascontiguousarray(self.atoms.positions, dtype=np.float64),
+                           indices, positions, self._types, self._n_elements, self._grid,
+                           self._weighting, self._cache_lo, self._cache_values, pending_lo,
+                           pending_values, delta)
+        self._pending_terms = (pending_lo, pending_values)
         dx = delta[self._select] * self._factor
         d2 = self._d2 + 2.0 * (self._x @ dx - self._references @ dx) + dx @ dx
         np.maximum(d2, 0.0, out=d2)
@@ -135,6 +152,7 @@ class IncrementalEnergy:
 
     def accept(self):
         indices, positions, dx, d2, energy = self._pending
+        kernels()["accept"](indices, self._cache_lo, self._cache_values, *self._pending_terms)
         self.atoms.positions[indices] = positions
         self._x += dx
         self._d2, self._energy = d2, energy
@@ -221,74 +239,125 @@ class IncrementalEnergy:
 
 
 # ---------------------------------------------------------------------------- kernels
-def _pair_terms_py(r, types_i, type_j, n_elements, grid, weighting, sign, out):
-    """Add ``sign`` × the MBTR k2 term of a pair at distance ``r`` into ``out``."""
+def _pair_window_py(r, grid, weighting, buf):
+    """The MBTR k2 term of a pair at distance ``r`` on its window of bins.
+
+    Writes the values into ``buf`` (length 2·window + 1, zero-padded) and returns the
+    first bin, or -1 when the pair contributes nothing (weight below the threshold, or
+    its Gaussian off the grid).
+    """
     start, dx, s2, n, window, normalise, inverse = (grid[0], grid[1], grid[2], int(grid[3]),
                                                     int(grid[4]), grid[5], grid[6])
+    for k in range(buf.shape[0]):
+        buf[k] = 0.0
     if weighting[0] > 0.0:
         w = math.exp(-weighting[1] * r)
         if w < weighting[2]:
-            return
+            return -1
     else:
         w = 1.0
     geom = 1.0 / r if inverse > 0.0 else r
-    a, b = types_i, type_j
-    if b < a:
-        a, b = b, a
-    block = b + a * n_elements - (a * (a + 1)) // 2
     centre = int((geom - start) / dx)
     lo = max(centre - window, 0)
     hi = min(centre + window + 1, n)
     if lo >= hi:
-        return
-    factor = sign * w / (dx * normalise) * 0.5
+        return -1
+    factor = w / (dx * normalise) * 0.5
     left = math.erf((start + lo * dx - geom) / s2)
     for k in range(lo, hi):
         right = math.erf((start + (k + 1) * dx - geom) / s2)
-        out[block * n + k] += factor * (right - left)
+        buf[k - lo] = factor * (right - left)
         left = right
+    return lo
 
 
-def _delta_py(positions, indices, new, types, n_elements, grid, weighting,
-              out):  # pragma: no cover - compiled by numba
-    """The MBTR k2 change when atoms ``indices`` move from ``positions`` to ``new``."""
+def _block(a, b, n_elements):
+    if b < a:
+        a, b = b, a
+    return b + a * n_elements - (a * (a + 1)) // 2
+
+
+def _add(out, block, n, lo, values, sign):
+    if lo < 0:
+        return
+    for k in range(values.shape[0]):
+        if lo + k >= n:
+            break
+        out[block * n + lo + k] += sign * values[k]
+
+
+def _distance(p, q):
+    d = 0.0
+    for c in range(3):
+        d += (p[c] - q[c]) ** 2
+    return math.sqrt(d)
+
+
+def _cache_py(positions, grid, weighting, cache_lo, cache_values):
+    """Every pair's term at ``positions``, into the cache (both orders)."""
     n_atoms = positions.shape[0]
-    moved = np.zeros(n_atoms, dtype=np.bool_)
-    for i in indices:
-        moved[i] = True
+    for i in range(n_atoms):
+        for j in range(i + 1, n_atoms):
+            lo = _pair_window(_distance(positions[i], positions[j]), grid, weighting,
+                              cache_values[i, j])
+            cache_lo[i, j] = lo
+            cache_lo[j, i] = lo
+            cache_values[j, i, :] = cache_values[i, j, :]
+
+
+def _delta_py(positions, indices, new, types, n_elements, grid, weighting, cache_lo,
+              cache_values, pending_lo, pending_values,
+              out):  # pragma: no cover - compiled by numba
+    """The MBTR k2 change when atoms ``indices`` move from ``positions`` to ``new``.
+
+    Old terms come from the cache; new terms are computed and kept in ``pending_*`` (row
+    a: the moved atom ``indices[a]`` with every atom) for :func:`_accept_py`.
+    """
+    n_atoms = positions.shape[0]
+    n = int(grid[3])
+    moved = np.full(n_atoms, -1, dtype=np.int64)
+    for a in range(indices.shape[0]):
+        moved[indices[a]] = a
     for a in range(indices.shape[0]):
         i = indices[a]
         for j in range(n_atoms):
-            if moved[j]:
+            b = moved[j]
+            if b >= 0 and b <= a:
+                continue  # itself, or a moved pair already counted from its first atom
+            other = new[b] if b >= 0 else positions[j]
+            lo = _pair_window(_distance(new[a], other), grid, weighting, pending_values[a, j])
+            pending_lo[a, j] = lo
+            block = _block(types[i], types[j], n_elements)
+            _add(out, block, n, lo, pending_values[a, j], 1.0)
+            _add(out, block, n, cache_lo[i, j], cache_values[i, j], -1.0)
+
+
+def _accept_py(indices, cache_lo, cache_values, pending_lo,
+               pending_values):  # pragma: no cover - compiled by numba
+    """Store the pending new terms of an accepted move in the cache."""
+    n_atoms = cache_lo.shape[0]
+    moved = np.full(n_atoms, -1, dtype=np.int64)
+    for a in range(indices.shape[0]):
+        moved[indices[a]] = a
+    for a in range(indices.shape[0]):
+        i = indices[a]
+        for j in range(n_atoms):
+            b = moved[j]
+            if b >= 0 and b <= a:
                 continue
-            r_old = 0.0
-            r_new = 0.0
-            for d in range(3):
-                r_old += (positions[i, d] - positions[j, d]) ** 2
-                r_new += (new[a, d] - positions[j, d]) ** 2
-            _pair_terms(math.sqrt(r_old), types[i], types[j], n_elements, grid, weighting,
-                        -1.0, out)
-            _pair_terms(math.sqrt(r_new), types[i], types[j], n_elements, grid, weighting,
-                        1.0, out)
-        for b in range(a + 1, indices.shape[0]):
-            k = indices[b]
-            r_old = 0.0
-            r_new = 0.0
-            for d in range(3):
-                r_old += (positions[i, d] - positions[k, d]) ** 2
-                r_new += (new[a, d] - new[b, d]) ** 2
-            _pair_terms(math.sqrt(r_old), types[i], types[k], n_elements, grid, weighting,
-                        -1.0, out)
-            _pair_terms(math.sqrt(r_new), types[i], types[k], n_elements, grid, weighting,
-                        1.0, out)
+            cache_lo[i, j] = pending_lo[a, j]
+            cache_lo[j, i] = pending_lo[a, j]
+            cache_values[i, j, :] = pending_values[a, j, :]
+            cache_values[j, i, :] = pending_values[a, j, :]
 
 
-_pair_terms = _pair_terms_py  # rebound to the compiled kernel inside _delta when jitted
+# numba compiles a kernel with the helpers it calls; in Python they are these functions
+_pair_window = _pair_window_py
 _LOCK = threading.Lock()
 
 
 def kernels():
-    """The compiled kernels (numba, cached on disk); ``{"delta": ...}``.
+    """The compiled kernels (numba, cached on disk): ``"cache"``, ``"delta"``, ``"accept"``.
 
     Raises
     ------
@@ -301,8 +370,9 @@ def kernels():
 
 @functools.cache
 def _compile():
-    global _pair_terms
+    global _pair_window, _block, _add, _distance
     numba = import_optional("numba", purpose="incremental MBTR energies")
     jit = numba.njit(cache=True, nogil=True)
-    _pair_terms = jit(_pair_terms_py)
-    return {"delta": jit(_delta_py), "pair_terms": _pair_terms}
+    _pair_window = jit(_pair_window_py)
+    _block, _add, _distance = jit(_block), jit(_add), jit(_distance)
+    return {"cache": jit(_cache_py), "delta": jit(_delta_py), "accept": jit(_accept_py)}
