@@ -103,3 +103,20 @@ def test_relaxation_probes_check_the_potentials_minima(setup):
     reference.calc = _gfn2()
     with threadpool_limits(1):
         np.testing.assert_allclose(relaxed.get_forces(), reference.get_forces(), atol=1e-8)
+
+
+def test_a_minimum_that_is_no_reference_minimum_joins_by_its_largest_force(setup):
+    from threadpoolctl import threadpool_limits
+
+    pot, train, starts = setup
+    with threadpool_limits(1):
+        result = active_learning(pot, train, _gfn2, starts, rounds=1, n_steps=40, check_every=20,
+                                 force_threshold=100.0, relax_fmax=0.05, relax_steps=300,
+                                 relax_max_force=0.0)
+    record = result.history[0]
+    # no MD frame and no minimum is off by 100 eV/Å RMSE, but GFN2-xTB's forces at the
+    # potential's minimum are not zero
+    assert record["relax_added"] == 1 and len(result.added) == 1
+    assert result.added[0].info["relaxed"] is True
+    assert record["relax_reference_fmax"][0] == pytest.approx(
+        np.linalg.norm(result.added[0].get_forces(), axis=1).max())

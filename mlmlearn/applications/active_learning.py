@@ -36,7 +36,8 @@ class ActiveLearningResult:
         ``"added"``, ``"failed"`` (reference calculations that raised),
         ``"force_rmse"`` (the potential's force RMSE at every check, eV/Å) and
         ``"steps"`` (MD steps run per start); with ``relax_fmax``, also
-        ``"relax_force_rmse"`` (at each relaxed minimum) and ``"relax_added"``.
+        ``"relax_force_rmse"`` (at each relaxed minimum), ``"relax_reference_fmax"``
+        (the reference's largest atomic force there) and ``"relax_added"``.
     converged : bool
         A round ran every trajectory to its end without adding a structure (and
         without a failed reference calculation).
@@ -63,6 +64,7 @@ def active_learning(
     force_threshold=0.2,
     relax_fmax=None,
     relax_steps=500,
+    relax_max_force=None,
     checkpoint=None,
     random_state=0,
     verbose=0,
@@ -110,6 +112,11 @@ def active_learning(
         ends in, and a potential can order them wrongly (the bundled rings' compact
         Au5 minima).
     relax_steps : int, default=500
+    relax_max_force : float or None, default=None
+        eV/Å. A minimum of the potential also joins the data when the reference's
+        largest atomic force there exceeds this: the potential's minimum is then no
+        minimum of the reference, however small the force RMSE (a wrongly ordered basin
+        shows as a few large forces on the atoms that should move).
     checkpoint : str or path, default=None
         A folder: after every round the added structures (``added.traj``) and
         the round reached (``state.json``) are written there, and a run given
@@ -154,6 +161,8 @@ def active_learning(
                     n_starts=len(starts))
     if relax_fmax is not None:  # absent otherwise: checkpoints written before it still match
         settings.update(relax_fmax=relax_fmax, relax_steps=relax_steps)
+        if relax_max_force is not None:
+            settings.update(relax_max_force=relax_max_force)
     added, history, first = [], [], 0
     if checkpoint is not None:
         os.makedirs(checkpoint, exist_ok=True)
@@ -225,7 +234,10 @@ def active_learning(
                 continue
             error = force_rmse(forces, relaxed.get_forces())
             record["relax_force_rmse"].append(float(error))
-            if error > force_threshold:
+            largest = float(np.linalg.norm(forces, axis=1).max())
+            record.setdefault("relax_reference_fmax", []).append(largest)
+            if error > force_threshold or (relax_max_force is not None
+                                           and largest > relax_max_force):
                 added.append(_labelled(relaxed, energy, forces, round=r, start=s, step=step,
                                        force_rmse=float(error), relaxed=True))
                 record["added"] += 1

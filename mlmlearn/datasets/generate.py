@@ -174,6 +174,9 @@ def pack_active(workdir, output, *, elapsed):
                 entry.update(relax_added=h["relax_added"],
                              relax_force_rmse_median=round(float(np.median(relax)), 5),
                              relax_force_rmse_max=round(float(np.max(relax)), 5))
+                if h.get("relax_reference_fmax"):
+                    entry["relax_reference_fmax"] = [round(f, 4)
+                                                     for f in h["relax_reference_fmax"]]
             history.append(entry)
         last = state["history"][-1] if state["history"] else None
         converged[phase["name"]] = bool(last) and last["added"] == 0 and not last["failed"]
