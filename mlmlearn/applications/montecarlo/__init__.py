@@ -8,6 +8,8 @@ The moving parts come from a move set: paper II's for gold–methylthiolate clus
 paper II's energy model, :class:`IncrementalEnergy` updates the energy from the moved
 atoms' pairs only. :func:`montecarlo_active_learning` automates paper II's lesson: MC with
 the model, the frames it must not trust computed with the reference method, added, refitted.
+:class:`ReplicaExchange` runs a temperature ladder with configuration swaps, its replicas
+spread over MPI ranks.
 """
 
 from ._active import (
@@ -18,6 +20,7 @@ from ._active import (
     montecarlo_active_learning,
 )
 from ._engine import CalculatorEnergy, MonteCarlo
+from ._exchange import ReplicaExchange
 from ._incremental import IncrementalEnergy
 from ._moves import (
     AtomMoves,
@@ -45,6 +48,7 @@ __all__ = [
     "MonteCarlo",
     "MoveSet",
     "Part",
+    "ReplicaExchange",
     "StructureNotRecognizedError",
     "SulfurMove",
 ]

@@ -211,7 +211,8 @@ def montecarlo_active_learning(model, structures, energies, reference, start, *,
                                  f"{state['settings']}, not {settings}")
             history, first = state["history"], state["next_round"]
             path = os.path.join(checkpoint, "added.traj")
-            added = read(path, ":") if os.path.exists(path) and os.path.getsize(path) else []
+            added = (read(path, ":", parallel=False)
+                     if os.path.exists(path) and os.path.getsize(path) else [])
 
     def fit():
         t0 = time.perf_counter()
@@ -250,7 +251,7 @@ def montecarlo_active_learning(model, structures, energies, reference, start, *,
         else:  # the frames of an interrupted run are in its trajectory
             mc.run(n_steps)
             frames = []
-            for f in read(trajectory, ":"):
+            for f in read(trajectory, ":", parallel=False):
                 if f.info["phase"] != "production":
                     continue
                 frame = f.copy()
@@ -318,7 +319,7 @@ def montecarlo_active_learning(model, structures, energies, reference, start, *,
         if checkpoint is not None:
             path = os.path.join(checkpoint, "added.traj")
             if added:
-                write(path, added, format="traj")
+                write(path, added, format="traj", parallel=False)
             else:
                 open(path, "w").close()
             with open(os.path.join(checkpoint, "state.json"), "w") as fh:

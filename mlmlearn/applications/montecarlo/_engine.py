@@ -319,7 +319,9 @@ class MonteCarlo:
         frame.info.update(mc_step=step, phase=phase, acceptance=rate,
                           step_size=self.step_sizes[-1] if self.step_sizes else self.step_size)
         text = io.StringIO()
-        write(text, frame, format="extxyz")
+        # parallel=False: under MPI, ASE would otherwise write on rank 0 only, and each rank
+        # writes its own replicas' files (ReplicaExchange)
+        write(text, frame, format="extxyz", parallel=False)
         with open(self.trajectory, "ab") as fd:
             fd.write(text.getvalue().encode())
             fd.flush()
