@@ -79,3 +79,21 @@ def test_broken_bonds_are_named():
     problems = broken_bonds(ring)
     assert f"S {s}: no Au within 3.0 Å" in problems and any(p.startswith(f"S {s}: nearest C")
                                                            for p in problems)
+
+
+def test_pca_puts_the_training_cloud_at_the_origin_and_strangers_outside():
+    from mlmlearn.applications.analysis import descriptor_pca
+    from mlmlearn.atoms import MBTR
+    from mlmlearn.datasets import load_gold_thiolate_rings
+
+    frames = [f for f in load_gold_thiolate_rings().frames if len(f) == 24][::10]
+    mbtr = MBTR(n_grid=50).fit(frames)
+    stretched = [f.copy() for f in frames[:3]]
+    for f in stretched:
+        f.positions *= 1.3
+    (train, far), pca = descriptor_pca(mbtr, frames, stretched)
+    np.testing.assert_allclose(train.mean(axis=0), 0.0, atol=1e-9 * np.abs(train).max())
+    assert train.shape == (len(frames), 2) and far.shape == (3, 2)
+    radius = np.linalg.norm(train, axis=1).max()
+    assert np.all(np.linalg.norm(far, axis=1) > radius)
+    assert 0 < pca.explained_variance_ratio_.sum() <= 1

@@ -13,6 +13,7 @@ __all__ = [
     "bond_angles",
     "bond_lengths",
     "broken_bonds",
+    "descriptor_pca",
     "peak",
     "smoothed_distribution",
 ]
@@ -224,3 +225,33 @@ def broken_bonds(atoms):
             if dh[-1] > 1.4:
                 problems.append(f"C {c}: third nearest H at {dh[-1]:.2f} Å")
     return problems
+
+
+def descriptor_pca(descriptor, reference, *others, n_components=2):
+    """Principal components of descriptor rows: training frames against others (paper II, fig. 2).
+
+    The PCA is fitted on the rows of ``reference`` (e.g. a model's training structures)
+    and every other set is projected on its components, so Monte Carlo frames that left
+    the training data show up outside its cloud.
+
+    Parameters
+    ----------
+    descriptor : transformer
+        Fitted; its ``transform`` takes a list of structures, e.g. ``model[:-1]`` of
+        :func:`~mlmlearn.forcefield.default_energy_model` (MBTR and scaling).
+    reference : sequence of ase.Atoms
+    *others : sequence of ase.Atoms
+    n_components : int, default=2
+
+    Returns
+    -------
+    coordinates : list of ndarray of shape (n_frames, n_components)
+        ``reference``'s first, then each of ``others``.
+    pca : sklearn.decomposition.PCA
+        Fitted (``explained_variance_ratio_``).
+    """
+    from sklearn.decomposition import PCA
+
+    pca = PCA(n_components=n_components).fit(descriptor.transform(list(reference)))
+    return ([pca.transform(descriptor.transform(list(frames)))
+             for frames in (reference, *others)], pca)
