@@ -80,11 +80,11 @@ def test_the_compiled_kernel_equals_its_python_oracle(ring_models):
         return out
 
     compiled = delta(kernels()["delta"])
-    helpers = {name: getattr(module, name) for name in ("_pair_window", "_block", "_add",
-                                                         "_distance")}
+    names = ("_block", "_add", "_distance", "_moved_rows")
+    helpers = {name: getattr(module, name) for name in ("_pair_window", *names)}
     try:  # the pure-Python oracle with pure-Python helpers
         module._pair_window = module._pair_window_py
-        for name in ("_block", "_add", "_distance"):
+        for name in names:
             setattr(module, name, getattr(helpers[name], "py_func", helpers[name]))
         oracle = delta(_delta_py)
     finally:

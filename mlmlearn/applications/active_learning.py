@@ -201,15 +201,12 @@ def active_learning(
             while step < n_steps:
                 dyn.run(check_every)
                 step += check_every
-                probe = atoms.copy()
-                probe.calc = reference()
                 record["checked"] += 1
-                try:
-                    energy = probe.get_potential_energy()
-                    forces = probe.get_forces()
-                except Exception:  # noqa: BLE001 - any failure of the reference ends the run
+                results = _reference_results(atoms, reference)
+                if results is None:  # any failure of the reference ends the run
                     record["failed"] += 1
                     break
+                energy, forces = results
                 error = force_rmse(forces, atoms.get_forces())
                 record["force_rmse"].append(float(error))
                 if error > force_threshold:
@@ -223,15 +220,12 @@ def active_learning(
             relaxed = atoms.copy()
             relaxed.calc = MLMCalculator(model)
             BFGS(relaxed, logfile=None).run(fmax=relax_fmax, steps=relax_steps)
-            probe = relaxed.copy()
-            probe.calc = reference()
             record["checked"] += 1
-            try:
-                energy = probe.get_potential_energy()
-                forces = probe.get_forces()
-            except Exception:  # noqa: BLE001 - as for the MD checks
+            results = _reference_results(relaxed, reference)
+            if results is None:
                 record["failed"] += 1
                 continue
+            energy, forces = results
             error = force_rmse(forces, relaxed.get_forces())
             record["relax_force_rmse"].append(float(error))
             largest = float(np.linalg.norm(forces, axis=1).max())
@@ -256,6 +250,17 @@ def active_learning(
         model = clone(potential).fit(list(structures) + added)
     return ActiveLearningResult(potential=model, added=added, history=history,
                                 converged=converged)
+
+
+def _reference_results(atoms, reference):
+    """(energy, forces) of a copy of ``atoms`` by a new ``reference()`` calculator; None if
+    it raised (an SCF that does not converge is a result of the loop, not an error)."""
+    probe = atoms.copy()
+    probe.calc = reference()
+    try:
+        return probe.get_potential_energy(), probe.get_forces()
+    except Exception:  # noqa: BLE001
+        return None
 
 
 def _labelled(atoms, energy, forces, **info):

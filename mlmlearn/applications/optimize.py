@@ -25,6 +25,7 @@ import os
 import numpy as np
 
 from .._progress import progress_bar
+from ._checkpoint import ResumeError, load_checkpoint, save_checkpoint
 
 __all__ = ["optimize", "OptimizationResult", "ResumeError", "SHELL_TYPES", "CORE_TYPES"]
 
@@ -39,12 +40,6 @@ _TRAJECTORY_SUFFIXES = (".extxyz", ".xyz")
 # Text formats that keep at least six decimals of Å reproduce a start structure to
 # 5e-7 Å; a different start structure differs by far more.
 _START_TOLERANCE = 1e-6
-
-
-class ResumeError(ValueError):
-    """A run cannot be resumed from its checkpoint: the structure, the settings or the
-    trajectory differ from those the checkpoint was written with (the message names the
-    argument and both values)."""
 
 
 @dataclasses.dataclass(eq=False)
@@ -691,29 +686,13 @@ class _Run:
                 value = getattr(opt, name)
                 if value is not None:
                     arrays["bfgs_" + name] = np.asarray(value)
-        temporary = self.checkpoint + ".tmp"
-        with open(temporary, "wb") as out:
-            np.savez(out, **arrays)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, self.checkpoint)
+        save_checkpoint(self.checkpoint, arrays)
 
     def _restore(self):
         """The checkpoint's arrays, checked against this call; None to start afresh."""
-        if not os.path.exists(self.checkpoint):
-            if os.path.exists(self.trajectory) and os.path.getsize(self.trajectory) > 0:
-                raise ResumeError(
-                    f"trajectory={self.trajectory!r} has frames but no checkpoint "
-                    f"{self.checkpoint!r} to resume from; pass resume=False to start over"
-                )
+        saved = load_checkpoint(self.checkpoint, self.trajectory, _CHECKPOINT_FORMAT)
+        if saved is None:
             return None
-        with np.load(self.checkpoint, allow_pickle=False) as data:
-            saved = {key: data[key] for key in data.files}
-        if str(saved["format"]) != _CHECKPOINT_FORMAT:
-            raise ResumeError(
-                f"{self.checkpoint!r} is a checkpoint of format {str(saved['format'])!r}, "
-                f"not {_CHECKPOINT_FORMAT!r}"
-            )
         start = self.start
         if len(saved["numbers"]) != len(start) or np.any(saved["numbers"] != start.numbers):
             raise ResumeError(

@@ -9,7 +9,7 @@ import os
 import numpy as np
 
 from ..._progress import progress_bar
-from ..optimize import ResumeError
+from .._checkpoint import ResumeError, load_checkpoint, save_checkpoint
 from ._moves import GoldThiolateMoves, MoveSet
 
 __all__ = ["MonteCarlo", "CalculatorEnergy"]
@@ -363,26 +363,13 @@ class MonteCarlo:
         # the energy engine's own state (an incremental model's features and distances),
         # so that a resumed run continues bit for bit
         arrays.update({f"engine_{k}": np.asarray(v) for k, v in self.engine.get_state().items()})
-        temporary = self.checkpoint + ".tmp"
-        with open(temporary, "wb") as out:
-            np.savez(out, **arrays)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, self.checkpoint)
+        save_checkpoint(self.checkpoint, arrays)
 
     def _restore(self):
         """Load the checkpoint into this run; None when there is none to resume."""
-        if not os.path.exists(self.checkpoint):
-            if os.path.exists(self.trajectory) and os.path.getsize(self.trajectory) > 0:
-                raise ResumeError(
-                    f"trajectory={self.trajectory!r} has frames but no checkpoint "
-                    f"{self.checkpoint!r} to resume from; pass resume=False to start over")
+        saved = load_checkpoint(self.checkpoint, self.trajectory, _CHECKPOINT_FORMAT)
+        if saved is None:
             return None
-        with np.load(self.checkpoint, allow_pickle=False) as data:
-            saved = {key: data[key] for key in data.files}
-        if str(saved["format"]) != _CHECKPOINT_FORMAT:
-            raise ResumeError(f"{self.checkpoint!r} is a checkpoint of format "
-                              f"{str(saved['format'])!r}, not {_CHECKPOINT_FORMAT!r}")
         if (len(saved["numbers"]) != len(self.atoms)
                 or np.any(saved["numbers"] != self.atoms.numbers)):
             raise ResumeError(

@@ -233,7 +233,7 @@ class ReplicaExchange:
         os.replace(temporary, self.state_file)
 
     def _resume(self):
-        from ..optimize import ResumeError
+        from .._checkpoint import ResumeError
 
         if self.state_file is None:
             return

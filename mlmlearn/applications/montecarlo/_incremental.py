@@ -286,6 +286,14 @@ def _add(out, block, n, lo, values, sign):
         out[block * n + lo + k] += sign * values[k]
 
 
+def _moved_rows(indices, n_atoms):
+    """Per atom: its row in ``indices`` (its position among the moved atoms), or -1."""
+    moved = np.full(n_atoms, -1, dtype=np.int64)
+    for a in range(indices.shape[0]):
+        moved[indices[a]] = a
+    return moved
+
+
 def _distance(p, q):
     d = 0.0
     for c in range(3):
@@ -315,9 +323,7 @@ def _delta_py(positions, indices, new, types, n_elements, grid, weighting, cache
     """
     n_atoms = positions.shape[0]
     n = int(grid[3])
-    moved = np.full(n_atoms, -1, dtype=np.int64)
-    for a in range(indices.shape[0]):
-        moved[indices[a]] = a
+    moved = _moved_rows(indices, n_atoms)
     for a in range(indices.shape[0]):
         i = indices[a]
         for j in range(n_atoms):
@@ -336,9 +342,7 @@ def _accept_py(indices, cache_lo, cache_values, pending_lo,
                pending_values):  # pragma: no cover - compiled by numba
     """Store the pending new terms of an accepted move in the cache."""
     n_atoms = cache_lo.shape[0]
-    moved = np.full(n_atoms, -1, dtype=np.int64)
-    for a in range(indices.shape[0]):
-        moved[indices[a]] = a
+    moved = _moved_rows(indices, n_atoms)
     for a in range(indices.shape[0]):
         i = indices[a]
         for j in range(n_atoms):
@@ -370,9 +374,10 @@ def kernels():
 
 @functools.cache
 def _compile():
-    global _pair_window, _block, _add, _distance
+    global _pair_window, _block, _add, _distance, _moved_rows
     numba = import_optional("numba", purpose="incremental MBTR energies")
     jit = numba.njit(cache=True, nogil=True)
     _pair_window = jit(_pair_window_py)
     _block, _add, _distance = jit(_block), jit(_add), jit(_distance)
+    _moved_rows = jit(_moved_rows)
     return {"cache": jit(_cache_py), "delta": jit(_delta_py), "accept": jit(_accept_py)}
