@@ -15,6 +15,11 @@ works on a core install.
   against reference ``|F|`` per atom type, with the force-weighted average angle
   (paper IV fig. 4).
 
+- :func:`plot_distributions`: Gaussian-smoothed bond-length or angle distributions of
+  several runs, peaks marked (paper II, figs. 3–4 and S1–S2).
+- :func:`plot_pca`: principal components of descriptors, one scatter per set of frames
+  (paper II fig. 2).
+
 The drawn artists carry ids (``Artist.get_gid()``) for scripts that restyle
 them: ``"energy"``, ``"reset"`` and ``"reference"`` lines in the energy trace;
 ``"atoms"`` (the scatter) and ``"diagonal"`` in the per-type panels.
@@ -27,7 +32,8 @@ import numpy as np
 from ._optional import import_optional
 from .metrics import _angles, _check_forces, _require_nonzero, _type_rows, force_norm_rmse
 
-__all__ = ["plot_energy_trace", "plot_force_parity", "plot_angle_vs_norm"]
+__all__ = ["plot_energy_trace", "plot_force_parity", "plot_angle_vs_norm", "plot_distributions",
+           "plot_pca"]
 
 _PURPOSE = "the force-field figures of mlmlearn.plotting"
 
@@ -323,4 +329,91 @@ def plot_angle_vs_norm(y_true, y_pred, types, *, labels=None, ax=None):
             panel.set_title(f"{label}: no atoms")
         panel.set_xlabel("reference |F| (eV/Å)")
         panel.set_ylabel("angle to reference (°)")
+    return figure
+
+
+# ------------------------------------------------------------------ Monte Carlo analysis
+def _single_axes(ax):
+    if ax is not None:
+        return ax.figure, ax
+    figure = _pyplot().figure(figsize=(5.0, 3.6), layout="constrained")
+    return figure, figure.add_subplot()
+
+
+def plot_distributions(values, grid, sigma, *, xlabel=None, ax=None):
+    """Smoothed distributions of several runs on one axes, each peak marked (paper II).
+
+    Parameters
+    ----------
+    values : dict of str to array-like
+        Per run (its label), the bond lengths or angles
+        (:func:`mlmlearn.applications.analysis.bond_lengths`, ``bond_angles``).
+    grid : array-like of shape (m,)
+    sigma : float
+        Gaussian smoothing in the values' units (paper II: 1.75° for angles).
+    xlabel : str, default=None
+    ax : matplotlib.axes.Axes, default=None
+
+    Returns
+    -------
+    figure : matplotlib.figure.Figure
+        One line per run (gid ``"distribution"``) and a dotted line at its peak
+        (gid ``"peak"``), labelled with the peak position and width.
+
+    Raises
+    ------
+    ValueError
+        As :func:`mlmlearn.applications.analysis.smoothed_distribution`, naming the run.
+    """
+    from .applications.analysis import peak, smoothed_distribution
+
+    figure, axes = _single_axes(ax)
+    grid = np.asarray(grid, dtype=float)
+    for label, run in values.items():
+        try:
+            density = smoothed_distribution(run, grid, sigma)
+        except ValueError as error:
+            raise ValueError(f"values[{label!r}]: {error}") from None
+        position, width = peak(grid, density)
+        (line,) = axes.plot(grid, density, gid="distribution",
+                            label=f"{label}: {position:.3g} (FWHM {width:.2g})")
+        axes.axvline(position, color=line.get_color(), ls=":", lw=0.8, gid="peak")
+    axes.set_xlabel(xlabel or "value")
+    axes.set_ylabel("density")
+    axes.legend(fontsize="small")
+    return figure
+
+
+def plot_pca(coordinates, *, ax=None):
+    """Descriptor principal components of several sets of frames (paper II fig. 2).
+
+    Parameters
+    ----------
+    coordinates : dict of str to array-like of shape (n_frames, >= 2)
+        Per set (its label), its coordinates
+        (:func:`mlmlearn.applications.analysis.descriptor_pca`); the first two
+        components are drawn.
+    ax : matplotlib.axes.Axes, default=None
+
+    Returns
+    -------
+    figure : matplotlib.figure.Figure
+        One scatter per set (gid ``"frames"``).
+
+    Raises
+    ------
+    ValueError
+        If a set is not 2-D with at least two columns (the set is named).
+    """
+    figure, axes = _single_axes(ax)
+    for label, xy in coordinates.items():
+        xy = np.asarray(xy, dtype=float)
+        if xy.ndim != 2 or xy.shape[1] < 2:
+            raise ValueError(f"coordinates[{label!r}] has shape {xy.shape}; it needs "
+                             "(n_frames, 2) or more columns")
+        axes.scatter(xy[:, 0], xy[:, 1], s=8, alpha=0.6, linewidths=0, label=label,
+                     gid="frames")
+    axes.set_xlabel("PC 1")
+    axes.set_ylabel("PC 2")
+    axes.legend(fontsize="small")
     return figure

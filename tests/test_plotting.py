@@ -189,3 +189,31 @@ def test_per_type_figures_validate_like_the_metrics(plot):
         plot(y_true, y_pred[:, :2], types)
     with pytest.raises(ValueError, match=r"one row per atom.*types: 59"):
         plot(y_true, y_pred, types[1:])
+
+
+def test_distributions_are_drawn_with_their_peaks():
+    from mlmlearn.plotting import plot_distributions
+
+    rng = np.random.default_rng(0)
+    grid = np.linspace(2.0, 2.8, 801)
+    figure = plot_distributions({"MD": rng.normal(2.40, 0.05, 20000),
+                                 "MC": rng.normal(2.33, 0.05, 20000)}, grid, 0.02,
+                                xlabel="Au–S (Å)")
+    (axes,) = figure.axes
+    lines = [a for a in axes.get_lines() if a.get_gid() == "distribution"]
+    peaks = [a for a in axes.get_lines() if a.get_gid() == "peak"]
+    assert len(lines) == 2 and len(peaks) == 2
+    assert peaks[0].get_xdata()[0] == pytest.approx(2.40, abs=0.01)
+    assert np.trapezoid(lines[1].get_ydata(), grid) == pytest.approx(1.0, abs=1e-3)
+    with pytest.raises(ValueError, match="values\\['MD'\\]: values is empty"):
+        plot_distributions({"MD": []}, grid, 0.01)
+
+
+def test_pca_scatters_one_set_each():
+    from mlmlearn.plotting import plot_pca
+
+    figure = plot_pca({"training": np.zeros((5, 2)), "MC": np.ones((3, 3))})
+    scatters = [c for c in figure.axes[0].collections if c.get_gid() == "frames"]
+    assert [len(c.get_offsets()) for c in scatters] == [5, 3]
+    with pytest.raises(ValueError, match="coordinates\\['MC'\\] has shape \\(3,\\)"):
+        plot_pca({"MC": np.ones(3)})
