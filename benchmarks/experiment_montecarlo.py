@@ -221,11 +221,37 @@ def au25(args, say):
             f"{h['energy_rmse']:.3f} ({1000 * h['energy_rmse_per_atom']:.2f}) | "
             f"{h['time_mc']:.0f} / {h['time_reference']:.0f} / {h['time_fit']:.0f}")
     rows = {"GFN1-xTB MD 300 K": _stats(reference_run[50:])}
+    mc_frames = {}
     for h in result.history:
         frames = [f for f in read(os.path.join(folder, f"round{h['round']}.extxyz"), ":")
                   if f.info.get("phase") == "production"]
         rows[f"MC round {h['round']}"] = _stats(frames)
+        mc_frames[h["round"]] = frames
     _table(rows, "GFN1-xTB MD 300 K", say)
+    _pca(result.model, train, mc_frames, say)
+
+
+def _pca(model, train, mc_frames, say):
+    """Paper II fig. 2: MBTR of the training frames and of each round's MC frames in the
+    training frames' principal components (the final model's MBTR and scaling)."""
+    from mlmlearn.applications.analysis import descriptor_pca
+
+    rounds = sorted(mc_frames)
+    coordinates, pca = descriptor_pca(model[:-1], train, *(mc_frames[r] for r in rounds))
+    radius = np.linalg.norm(coordinates[0], axis=1).max()
+    outside = [float(np.mean(np.linalg.norm(c, axis=1) > radius)) for c in coordinates[1:]]
+    say(f"\nPCA of the scaled MBTR (explained variance of 2 components "
+        f"{pca.explained_variance_ratio_.sum():.2f}): fraction of MC frames outside the "
+        "training cloud's radius per round: "
+        + ", ".join(f"{r}: {o:.2f}" for r, o in zip(rounds, outside, strict=True)))
+    try:
+        from mlmlearn.plotting import plot_pca
+    except ImportError:  # pragma: no cover - the plot extra
+        return
+    labels = ["training (heating run)"] + [f"MC round {r}" for r in rounds]
+    figure = plot_pca(dict(zip(labels, coordinates, strict=True)))
+    figure.savefig("benchmarks/results/montecarlo_au25_pca.png", dpi=120)
+    say("figure: benchmarks/results/montecarlo_au25_pca.png")
 
 
 def _table(rows, reference, say):
