@@ -1,8 +1,25 @@
-"""Reusable physics checks, offered as fixtures (see ``assert_symmetries``)."""
+"""Reusable physics checks, offered as fixtures (see ``assert_symmetries``), and the
+hypothesis profiles.
+
+Property-based tests draw their examples from a fixed seed by default, so the suite the
+README and CI run gives the same verdict every time; ``HYPOTHESIS_PROFILE=explore`` draws
+fresh random examples (and more of them) to look for new failures.
+"""
+
+import os
 
 import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
+
+try:
+    from hypothesis import settings
+except ImportError:  # pragma: no cover - hypothesis is in the test extra
+    pass
+else:
+    settings.register_profile("default", derandomize=True)
+    settings.register_profile("explore", derandomize=False, max_examples=200)
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 def _assert_symmetries(describe, atoms, *, local, seed=0, rtol=1e-7, atol=1e-9):
