@@ -146,18 +146,19 @@ def test_a_path_gives_up_after_max_failures(tmp_path):
     assert shorter == sorted(shorter, reverse=True) and shorter[-1] >= 0.005
 
 
+class _Collapse(EMT):
+    """EMT until the forces were once below 0.2 eV/Å, then 100 times stronger."""
+
+    reached = False
+
+    def calculate(self, *args, **kwargs):
+        super().calculate(*args, **kwargs)
+        if self.reached:
+            self.results["forces"] = 100.0 * self.results["forces"]
+        self.reached |= _fmax(self.results["forces"]) < 0.2
+
+
 def test_a_path_that_leaves_its_nearly_reached_minimum_is_stopped(tmp_path):
-    class _Collapse(EMT):
-        """EMT until the forces were once below 0.2 eV/Å, then 100 times stronger."""
-
-        reached = False
-
-        def calculate(self, *args, **kwargs):
-            super().calculate(*args, **kwargs)
-            if self.reached:
-                self.results["forces"] = 100.0 * self.results["forces"]
-            self.reached |= _fmax(self.results["forces"]) < 0.2
-
     path = tmp_path / "p.extxyz"
     summary = run_relaxation(_start(), _Collapse(), path, fmax=0.001, max_steps=200,
                              source_run="built", divergence=(0.2, 2.0))
@@ -198,15 +199,6 @@ class _HangOnce(EMT):
 def test_packing_keeps_a_diverged_path_up_to_its_smallest_force(tmp_path, monkeypatch):
     from mlmlearn.datasets import generate
     from mlmlearn.datasets._bundled import load_archive
-
-    class _Collapse(EMT):
-        reached = False
-
-        def calculate(self, *args, **kwargs):
-            super().calculate(*args, **kwargs)
-            if self.reached:
-                self.results["forces"] = 100.0 * self.results["forces"]
-            self.reached |= _fmax(self.results["forces"]) < 0.2
 
     run_relaxation(_start(), _Collapse(), tmp_path / "slide.extxyz", fmax=0.001, max_steps=200,
                    source_run="built", divergence=(0.2, 2.0))

@@ -4,7 +4,18 @@ import os
 
 import numpy as np
 
-__all__ = ["ResumeError", "load_checkpoint", "save_checkpoint"]
+__all__ = [
+    "ResumeError",
+    "check_settings",
+    "check_start",
+    "check_trajectory",
+    "load_checkpoint",
+    "save_checkpoint",
+]
+
+# Text formats that keep at least six decimals of Å reproduce a start structure to
+# 5e-7 Å; a different start structure differs by far more.
+START_TOLERANCE = 1e-6
 
 
 class ResumeError(ValueError):
@@ -44,3 +55,52 @@ def load_checkpoint(path, trajectory, checkpoint_format):
         raise ResumeError(f"{path!r} is a checkpoint of format {str(saved['format'])!r}, "
                           f"not {checkpoint_format!r}")
     return saved
+
+
+def _formula(numbers):
+    from ase.symbols import Symbols
+
+    return Symbols(np.asarray(numbers)).get_chemical_formula()
+
+
+def check_start(saved, atoms, positions, path):
+    """Refuse a checkpoint written for other atoms, or from another start structure.
+
+    ``saved`` holds ``numbers`` and ``start_positions``; ``atoms`` is the structure given
+    now and ``positions`` its start positions (Å).
+    """
+    numbers = saved["numbers"]
+    if len(numbers) != len(atoms) or np.any(numbers != atoms.numbers):
+        raise ResumeError(
+            f"atoms has {len(atoms)} atoms ({atoms.get_chemical_formula()}); the checkpoint "
+            f"{path!r} was written for {len(numbers)} atoms ({_formula(numbers)}) — a "
+            "different structure")
+    shift = np.linalg.norm(saved["start_positions"] - positions, axis=1)
+    if shift.max() > START_TOLERANCE:
+        i = int(np.argmax(shift))
+        raise ResumeError(
+            f"atoms is not the start structure of the checkpointed run {path!r}: atom {i} is "
+            f"{shift[i]:.3g} Å away from its start position (pass the structure the "
+            "interrupted call started from)")
+
+
+def check_settings(saved, settings, path):
+    """Refuse a checkpoint written with other ``settings`` (a dict; the first difference is
+    named with both values)."""
+    import json
+
+    stored = json.loads(str(saved["settings"]))
+    for name, value in settings.items():
+        if stored[name] != value:
+            raise ResumeError(
+                f"{name}={value!r} differs from {stored[name]!r}, with which {path!r} was "
+                "written; pass the original value to resume, or resume=False to start over")
+
+
+def check_trajectory(trajectory, n_bytes):
+    """Refuse a trajectory shorter than the ``n_bytes`` its checkpoint recorded."""
+    size = os.path.getsize(trajectory) if os.path.exists(trajectory) else 0
+    if size < n_bytes:
+        raise ResumeError(
+            f"trajectory={trajectory!r} has {size} bytes, fewer than the {n_bytes} its "
+            "checkpoint recorded: the file was changed")

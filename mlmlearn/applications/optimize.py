@@ -25,7 +25,15 @@ import os
 import numpy as np
 
 from .._progress import progress_bar
-from ._checkpoint import ResumeError, load_checkpoint, save_checkpoint
+from ._checkpoint import (
+    START_TOLERANCE,
+    ResumeError,
+    check_settings,
+    check_start,
+    check_trajectory,
+    load_checkpoint,
+    save_checkpoint,
+)
 
 __all__ = ["optimize", "OptimizationResult", "ResumeError", "SHELL_TYPES", "CORE_TYPES"]
 
@@ -37,9 +45,6 @@ CORE_TYPES = ("Au_core",)
 _NAMED_PARTS = {"all": None, "shell": SHELL_TYPES, "core": CORE_TYPES}
 _CHECKPOINT_FORMAT = "mlmlearn.applications.optimize/1"
 _TRAJECTORY_SUFFIXES = (".extxyz", ".xyz")
-# Text formats that keep at least six decimals of Å reproduce a start structure to
-# 5e-7 Å; a different start structure differs by far more.
-_START_TOLERANCE = 1e-6
 
 
 @dataclasses.dataclass(eq=False)
@@ -694,45 +699,20 @@ class _Run:
         if saved is None:
             return None
         start = self.start
-        if len(saved["numbers"]) != len(start) or np.any(saved["numbers"] != start.numbers):
-            raise ResumeError(
-                f"atoms has {len(start)} atoms ({start.get_chemical_formula()}); the checkpoint "
-                f"{self.checkpoint!r} was written for {len(saved['numbers'])} atoms "
-                f"({_formula(saved['numbers'])}) — a different structure"
-            )
+        check_start(saved, start, start.positions, self.checkpoint)
         if np.any(saved["pbc"] != start.pbc) or not np.allclose(
-            saved["cell"], start.cell.array, rtol=0, atol=_START_TOLERANCE
+            saved["cell"], start.cell.array, rtol=0, atol=START_TOLERANCE
         ):
             raise ResumeError(
                 f"atoms has cell {start.cell.array.tolist()} and pbc {start.pbc.tolist()}; the "
                 f"checkpoint {self.checkpoint!r} has {saved['cell'].tolist()} and "
                 f"{saved['pbc'].tolist()}"
             )
-        shift = np.linalg.norm(saved["start_positions"] - start.positions, axis=1)
-        if shift.max() > _START_TOLERANCE:
-            i = int(np.argmax(shift))
-            raise ResumeError(
-                f"atoms is not the start structure of the checkpointed run "
-                f"{self.checkpoint!r}: atom {i} is {shift[i]:.3g} Å away from its start "
-                "position (pass the structure the interrupted call started from)"
-            )
-        settings = json.loads(str(saved["settings"]))
-        for name, value in self._settings().items():
-            if settings[name] != value:
-                raise ResumeError(
-                    f"{name}={value!r} differs from {settings[name]!r}, with which "
-                    f"{self.checkpoint!r} was written; pass the original value to resume, "
-                    "or resume=False to start over"
-                )
+        check_settings(saved, self._settings(), self.checkpoint)
         state = json.loads(str(saved["state"]))
         if state["k"] < 0:
             return None  # interrupted before the first frame was recorded
-        size = os.path.getsize(self.trajectory) if os.path.exists(self.trajectory) else 0
-        if size < state["traj_bytes"]:
-            raise ResumeError(
-                f"trajectory={self.trajectory!r} has {size} bytes, fewer than the "
-                f"{state['traj_bytes']} its checkpoint recorded: the file was changed"
-            )
+        check_trajectory(self.trajectory, state["traj_bytes"])
         self.k, self.round = state["k"], state["round"]
         self.position, self.round_step = state["position"], state["round_step"]
         self.stop_reason, self.traj_bytes = state["stop_reason"], state["traj_bytes"]
@@ -772,9 +752,3 @@ class _Run:
             trajectory=self.trajectory,
             checkpoint=self.checkpoint,
         )
-
-
-def _formula(numbers):
-    from ase.symbols import Symbols
-
-    return Symbols(np.asarray(numbers)).get_chemical_formula()

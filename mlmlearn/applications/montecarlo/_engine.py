@@ -9,7 +9,13 @@ import os
 import numpy as np
 
 from ..._progress import progress_bar
-from .._checkpoint import ResumeError, load_checkpoint, save_checkpoint
+from .._checkpoint import (
+    check_settings,
+    check_start,
+    check_trajectory,
+    load_checkpoint,
+    save_checkpoint,
+)
 from ._moves import GoldThiolateMoves, MoveSet
 
 __all__ = ["MonteCarlo", "CalculatorEnergy"]
@@ -370,30 +376,10 @@ class MonteCarlo:
         saved = load_checkpoint(self.checkpoint, self.trajectory, _CHECKPOINT_FORMAT)
         if saved is None:
             return None
-        if (len(saved["numbers"]) != len(self.atoms)
-                or np.any(saved["numbers"] != self.atoms.numbers)):
-            raise ResumeError(
-                f"atoms ({self.atoms.get_chemical_formula()}) is not the structure the "
-                f"checkpoint {self.checkpoint!r} was written for")
-        shift = np.abs(saved["start_positions"] - self._start).max()
-        if shift > 1e-6:
-            raise ResumeError(
-                f"atoms is not the start structure of the checkpointed run {self.checkpoint!r} "
-                f"(positions differ by up to {shift:.3g} Å); pass the structure the first "
-                "call started from, or resume=False to start over")
-        settings = json.loads(str(saved["settings"]))
-        for name, value in self._settings().items():
-            if settings[name] != value:
-                raise ResumeError(
-                    f"{name}={value!r} differs from {settings[name]!r}, with which "
-                    f"{self.checkpoint!r} was written; pass the original value to resume, or "
-                    "resume=False to start over")
+        check_start(saved, self.atoms, self._start, self.checkpoint)
+        check_settings(saved, self._settings(), self.checkpoint)
         state = json.loads(str(saved["state"]))
-        size = os.path.getsize(self.trajectory) if os.path.exists(self.trajectory) else 0
-        if size < state["traj_bytes"]:
-            raise ResumeError(
-                f"trajectory={self.trajectory!r} has {size} bytes, fewer than the "
-                f"{state['traj_bytes']} its checkpoint recorded: the file was changed")
+        check_trajectory(self.trajectory, state["traj_bytes"])
         with open(self.trajectory, "r+b") as fd:
             fd.truncate(state["traj_bytes"])
         bit_generator = getattr(np.random, state["rng_class"])()
