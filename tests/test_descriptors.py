@@ -284,3 +284,66 @@ def test_soap_refuses_centres_of_an_element_it_was_not_fitted_on():
     every = SOAP(r_cut=3.0, n_max=2, l_max=1).fit(structures)  # every atom: both elements
     assert every.center_species_ == ["H", "C"]
     assert every.transform([molecule("C2H6")]).shape[0] == 8
+
+
+def _dscribe_rows(theirs, env):
+    """dscribe's ``create`` per structure, its rows put in ``env``'s order."""
+    out = np.empty((len(env), theirs.get_number_of_features()), dtype=theirs.dtype)
+    for s in np.unique(env.structure_index):
+        rows = np.flatnonzero(env.structure_index == s)
+        out[rows] = theirs.create(env.structures[s], centers=env.atom_index[rows].tolist())
+    return out
+
+
+@pytest.mark.parametrize("settings", [
+    {},
+    {"rbf": "polynomial"},
+    {"weighting": {"function": "poly", "r0": 3.5, "c": 1, "m": 2}},
+    {"dtype": "float32"},
+    {"n_jobs": 2},
+    {"periodic": True},
+], ids=["gto", "polynomial", "weighting", "float32", "n_jobs", "periodic"])
+@pytest.mark.parametrize("writer", ["compiled in place", "create_single"])
+def test_soap_rows_are_dscribes_bit_for_bit(settings, writer, monkeypatch):
+    """SOAP.transform fills its rows with dscribe's compiled SOAP directly (or, for
+    another dscribe version, through create_single): the same numbers as
+    dscribe's create, for every basis, weighting, dtype and n_jobs, for centres in
+    any order (rows of a structure not contiguous in the output), periodic or not."""
+    from ase.build import bulk
+
+    from mlmlearn.atoms import _soap
+
+    if writer == "create_single":
+        monkeypatch.setattr(_soap, "_extension", lambda soap: None)
+    params = dict(r_cut=3.5, n_max=3, l_max=2, sigma=0.3, **settings)
+    if settings.get("periodic"):
+        gold = bulk("Au", cubic=True).repeat((2, 1, 1))
+        frames = _jiggled(gold, 2) + [gold_thiolate_ring(4)]
+        frames[-1].cell = np.diag([14.0, 14.0, 14.0])
+        frames[-1].pbc = True
+    else:
+        frames = _jiggled(gold_thiolate_ring(4), 2) + [linear_alkane(3)]
+    env = AtomicEnvironments(frames)
+    env = env[np.random.default_rng(0).permutation(len(env))]  # structures interleaved
+    ours = SOAP(**params).fit(env)
+    dscribe_params = {k: v for k, v in params.items() if k != "n_jobs"}
+    theirs = DscribeSOAP(species=ours.species_, **dscribe_params)
+    got = ours.transform(env)
+    assert got.dtype == np.dtype(params.get("dtype", "float64"))
+    np.testing.assert_array_equal(got, _dscribe_rows(theirs, env))
+    whole = ours.transform(frames)  # every atom in order: rows written in place
+    np.testing.assert_array_equal(whole, np.vstack([theirs.create(a) for a in frames]))
+
+
+def test_periodic_soap_refuses_a_flat_cell_naming_the_structure():
+    """dscribe refuses a periodic descriptor on a structure without a cell; the
+    transformer keeps that check and says which structure it is."""
+    from ase.build import bulk
+
+    gold = bulk("Au", cubic=True)
+    soap = SOAP(r_cut=3.0, n_max=2, l_max=1, periodic=True, species=["Au", "C", "H", "S"])
+    soap.fit([gold])
+    with pytest.raises(ValueError, match="justify periodicity"):
+        soap.descriptor_.create(gold_thiolate_ring(4))
+    with pytest.raises(ValueError, match=r"structure 1 has a cell of zero volume"):
+        soap.transform(AtomicEnvironments([gold, gold_thiolate_ring(4)], species="Au"))

@@ -8,7 +8,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from .._optional import import_optional
-from ._descriptor import COMMON_CONSTRAINTS, DescriptorTransformer, stack_rows
+from ._descriptor import COMMON_CONSTRAINTS, DescriptorTransformer
 from ._environments import AtomicEnvironments, _rows_by_structure
 
 __all__ = ["SOAP"]
@@ -403,19 +403,121 @@ class SOAP(DescriptorTransformer):
 
 
 def _soap_rows(soap, structures, structure_index, atom_index, n_jobs):
-    """Rows of the dscribe ``soap`` in the order of ``(structure_index, atom_index)``."""
+    """Rows of the dscribe ``soap`` in the order of ``(structure_index, atom_index)``.
+
+    Row for row the numbers of dscribe's ``soap.create(structures[s], centers=...)``.
+    Each structure's rows are written by dscribe's compiled SOAP straight into the
+    output (:func:`_row_writer`), without dscribe's per-call list building, result
+    stacking and copies; only rows of a structure that are not contiguous in the
+    output, or a float32 output, pass through one float64 block. With
+    ``n_jobs > 1`` contiguous chunks of the structures go to joblib workers.
+    """
     n_features = soap.get_number_of_features()
-    out = np.empty((len(structure_index), n_features), dtype=soap.dtype)
-    if len(structure_index) == 0:
-        return out
+    out = np.zeros((len(structure_index), n_features), dtype=soap.dtype)
     groups = list(_rows_by_structure(structure_index))
-    systems = [structures[s] for s, _ in groups]
-    centers = [atom_index[rows].tolist() for _, rows in groups]
-    result = soap.create(systems, centers=centers, n_jobs=min(n_jobs, len(systems)))
-    out[np.concatenate([rows for _, rows in groups])] = stack_rows(
-        result, len(systems), n_features
+    n_jobs = min(n_jobs, len(groups))
+    if n_jobs <= 1:
+        _fill_rows(soap, structures, groups, atom_index, out)
+        return out
+    from joblib import Parallel, delayed
+
+    bounds = np.linspace(0, len(groups), n_jobs + 1).astype(int)
+    chunks = [groups[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    parts = Parallel(n_jobs=n_jobs)(
+        delayed(_chunk_rows)(soap, {s: structures[s] for s, _ in chunk},
+                             [(s, atom_index[rows]) for s, rows in chunk], n_features)
+        for chunk in chunks
     )
+    for chunk, part in zip(chunks, parts, strict=True):
+        out[np.concatenate([rows for _, rows in chunk])] = part
     return out
+
+
+def _chunk_rows(soap, structures, centres, n_features):
+    """One joblib task: the rows of ``centres`` (``(s, atom indices)`` pairs), stacked."""
+    out = np.zeros((sum(len(c) for _, c in centres), n_features), dtype=soap.dtype)
+    groups, start = [], 0
+    for s, c in centres:
+        groups.append((s, np.arange(start, start + len(c))))
+        start += len(c)
+    atom_index = np.concatenate([c for _, c in centres])
+    _fill_rows(soap, structures, groups, atom_index, out)
+    return out
+
+
+def _fill_rows(soap, structures, groups, atom_index, out):
+    """Write the rows ``rows`` of ``out`` for every ``(s, rows)`` of ``groups``."""
+    write = _row_writer(soap)
+    direct = out.dtype == np.float64
+    for s, rows in groups:
+        start, stop = int(rows[0]), int(rows[-1]) + 1
+        centers = atom_index[rows]
+        if direct and stop - start == rows.size:  # ascending rows: contiguous
+            write(s, structures[s], centers, out[start:stop])
+        else:
+            block = np.zeros((rows.size, out.shape[1]))
+            write(s, structures[s], centers, block)
+            out[rows] = block  # float64 → dtype as dscribe's own conversion
+
+
+def _row_writer(soap):
+    """``write(s, atoms, centers, target)``: the float64 SOAP rows of ``atoms`` at the
+    atom indices ``centers`` into ``target`` (a float64 array, possibly a view).
+
+    dscribe's ``SOAP.create_single`` validates the structure, builds its compiled
+    ``SOAPGTO`` or ``SOAPPolynomial`` object (the polynomial basis integrated
+    anew) and fills a fresh array, for every structure. Here the compiled object
+    is built once, the same way and from the same attributes, and fills
+    ``target`` in place (its ``create`` takes any float64 array). That mirrors
+    dscribe 2.1's internals, so it is used with dscribe 2.1 only (the tests
+    compare it with ``create`` bit for bit); any other version goes through the
+    public ``create_single``. dscribe's checks are kept: unknown elements are
+    refused before (``_check_species``), a periodic descriptor needs a cell of
+    nonzero volume (raised here naming the structure).
+    """
+    extension = _extension(soap)
+    periodic = bool(soap.periodic)
+    if extension is None:
+        def write(s, atoms, centers, target):
+            _check_cell(s, atoms, periodic)
+            target[...] = soap.create_single(atoms, centers=centers)
+        return write
+    complete_cell = import_optional("ase.geometry", purpose="SOAP").complete_cell
+
+    def write(s, atoms, centers, target):
+        _check_cell(s, atoms, periodic)
+        positions = atoms.positions
+        extension.create(target, positions, atoms.numbers, complete_cell(atoms.cell),
+                         np.asarray(atoms.pbc, dtype=bool), positions[centers])
+    return write
+
+
+def _extension(soap):
+    """dscribe's compiled object for ``soap``, built as ``create_single`` builds it;
+    None unless dscribe is 2.1 and the output is plain (dense, not averaged)."""
+    from importlib.metadata import version
+
+    if not version("dscribe").startswith("2.1.") or soap.average != "off" or soap.sparse:
+        return None
+    ext = import_optional("dscribe.ext", purpose="SOAP")
+    common = (soap._r_cut, soap._n_max, soap._l_max, soap._eta, soap._weighting, soap.average,
+              soap.get_cutoff_padding(), soap._atomic_numbers, soap._species_weights,
+              soap.periodic, soap.compression["mode"])
+    if soap._rbf == "gto":
+        return ext.SOAPGTO(*common, soap._alphas.flatten(), soap._betas.flatten())
+    rx, gss = soap.get_basis_poly(soap._r_cut, soap._n_max)
+    return ext.SOAPPolynomial(*common, rx, gss.flatten())
+
+
+def _check_cell(s, atoms, periodic):
+    """dscribe's refusal of a periodic descriptor on a flat cell, naming the structure."""
+    if periodic:
+        cell = np.asarray(atoms.cell)
+        if np.cross(cell[0], cell[1]) @ cell[2] == 0:
+            raise ValueError(
+                f"structure {s} has a cell of zero volume ({cell.tolist()}), but this SOAP "
+                "is periodic=True: give the structure its cell, or use periodic=False"
+            )
 
 
 def _cached_soap_rows(kwargs, fingerprint, structure_index, atom_index, *, structures, n_jobs):
