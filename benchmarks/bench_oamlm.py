@@ -1,6 +1,8 @@
-"""OAMLM speed per core: alignments/s per strategy, predictions/s at K = 2 500, time in alignment.
+"""OAMLM speed per core: alignments/s per strategy, predictions/s at K = 2 500, time in alignment;
+the numeric loss (2.29): the compiled Newton solver against per-environment SLSQP.
 
     OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python benchmarks/bench_oamlm.py [--k 2500]
+    python benchmarks/bench_oamlm.py --numeric-only [--numeric-k 1000 --n-numeric 5400]
 
 Environments are Au25(SCH3)18⁻ frames (bundled, GFN1-xTB MD) for paper IV's rules per
 atom type, and paper III's PermutationAlignment(4) on the same carbons and hydrogens. For each,
@@ -10,10 +12,21 @@ predictions/s and the share of predict time spent aligning. The alternative to t
 whole force model is the GFN1-xTB single point it replaces (≈ 11 s for Au25, printed from
 tblite when installed). The alignment kernel alone, against a batched numpy SVD, is
 ``bench_superpose.py``.
+
+The numeric-loss section fits an OAMLM (loss="numeric", paper III's reference filter,
+nearest-neighbour start) on K Au25 hydrogen environments (all references, GoldThiolateAlignment)
+and captures the inputs of (2.29) for the hydrogens of the held-out frames. It times the
+compiled Newton solver on all of them (CPU time, best of 3, one BLAS thread) and paper III's
+SLSQP loop (``solver="slsqp"``) on an evenly spaced subset, extrapolated per environment,
+and compares the two on that subset: J(newton) − J(slsqp), the angle between the solutions,
+and how often the Newton answer is equal or lower (within the evaluations' rounding); where
+it is higher, SLSQP has ended in another well (it leaves the sphere on its way), and the
+Newton answer is checked to be a local minimum no higher than the start.
 """
 
 import argparse
 import time
+from contextlib import contextmanager
 
 import numpy as np
 from sklearn.pipeline import make_pipeline
@@ -23,6 +36,8 @@ from mlmlearn import OAMLM
 from mlmlearn.atoms import SOAP, AtomicEnvironments
 from mlmlearn.datasets import load_au25
 from mlmlearn.oamlm import GoldThiolateAlignment, PermutationAlignment
+from mlmlearn.oamlm import _oamlm as oamlm_module
+from mlmlearn.oamlm._losses import numeric_direction, numeric_hessian, numeric_loss
 
 CASES = [
     ("H", ["H"], GoldThiolateAlignment(), 2),
@@ -69,13 +84,105 @@ def xtb_seconds(atoms):
     return time.perf_counter() - t0
 
 
+@contextmanager
+def _captured_numeric_inputs():
+    """Record the inputs OAMLM.predict hands to the numeric loss (returns dummies)."""
+    captured = []
+
+    def capture(d_c, g, rotated, sigma1, sigma2, start, *, mask=None, solver=None):
+        captured.append((d_c, g, rotated, start, mask))
+        return np.tile([0.0, 0.0, 1.0], (len(d_c), 1))
+
+    original = oamlm_module.numeric_direction
+    oamlm_module.numeric_direction = capture
+    try:
+        yield captured
+    finally:
+        oamlm_module.numeric_direction = original
+
+
+def numeric_loss_section(frames, k, n_envs, n_slsqp):
+    from threadpoolctl import threadpool_limits
+
+    s1, s2 = 0.25, 0.5
+    train = AtomicEnvironments(frames[:500], atom_types=["H"])
+    rng = np.random.default_rng(0)
+    train = train[np.sort(rng.choice(len(train), min(k, len(train)), replace=False))]
+    test = AtomicEnvironments(frames[500:], atom_types=["H"])
+    test = test[np.linspace(0, len(test) - 1, min(n_envs, len(test))).astype(int)]
+    model = OAMLM(make_pipeline(SOAP(), MinMaxScaler()), alignment=GoldThiolateAlignment(),
+                  references="all", loss="numeric", sigma1=s1, sigma2=s2, n_jobs=1)
+    model.fit(train, train.forces)
+    with _captured_numeric_inputs() as captured:
+        model.predict(test)
+    d, g, r, start, mask = (np.concatenate(parts) for parts in zip(*captured, strict=True))
+    n = len(d)
+    sub = np.linspace(0, n - 1, min(n_slsqp, n)).astype(int)
+    with threadpool_limits(1):
+        numeric_direction(d[:2], g[:2], r[:2], s1, s2, start[:2], mask=mask[:2])  # compiled
+        t_newton = float("inf")
+        for _ in range(3):
+            t0 = time.process_time()
+            v = numeric_direction(d, g, r, s1, s2, start, mask=mask)
+            t_newton = min(t_newton, time.process_time() - t0)
+        t0 = time.process_time()
+        v_slsqp = numeric_direction(d[sub], g[sub], r[sub], s1, s2, start[sub], mask=mask[sub],
+                                    solver="slsqp")
+        t_slsqp = (time.process_time() - t0) / len(sub) * n
+    diff, angle, scale, equal_or_lower, certified = [], [], [], 0, 0
+    eps = np.finfo(float).eps
+    for row, i in enumerate(sub):
+        m = mask[i]
+        args = (d[i, m], g[i, m], r[i, m], s1, s2)
+        j_newton, grad = numeric_loss(v[i], *args)
+        j_slsqp = numeric_loss(v_slsqp[row], *args)[0]
+        diff.append(j_newton - j_slsqp)
+        scale.append(abs(j_slsqp))
+        angle.append(np.degrees(np.arccos(np.clip(v[i] @ v_slsqp[row], -1.0, 1.0))))
+        # both evaluations' rounding: (k + 8) ε Σ w each, Σ w ≤ |J|
+        if j_newton <= j_slsqp + (m.sum() + 8) * eps * (abs(j_newton) + abs(j_slsqp)):
+            equal_or_lower += 1
+            continue
+        basis = np.linalg.svd(np.eye(3) - np.outer(v[i], v[i]))[0][:, :2]
+        hess = basis.T @ numeric_hessian(v[i], *args) @ basis - (v[i] @ grad) * np.eye(2)
+        v0 = start[i] / np.linalg.norm(start[i])
+        certified += bool(np.linalg.eigvalsh(hess)[0] > 0
+                          and j_newton <= numeric_loss(v0, *args)[0])
+    diff, angle = np.array(diff), np.array(angle)
+    worse = len(sub) - equal_or_lower
+    kept = mask.sum(axis=1)
+    print(f"\nnumeric loss (2.29), Au25 hydrogens, K = {model.n_references_} (kept by the "
+          f"filter: mean {kept.mean():.0f}), {n} environments, one core")
+    print(f"  compiled Newton : {t_newton:8.2f} s  ({t_newton / n * 1e6:.0f} us/env, best of 3)")
+    print(f"  SLSQP loop      : {t_slsqp:8.2f} s  (measured on {len(sub)} environments, "
+          f"extrapolated to {n})")
+    print(f"  ratio           : {t_slsqp / t_newton:8.1f}x")
+    print(f"  J(newton) - J(slsqp) on the {len(sub)}: max {diff.max():.3g}, mean "
+          f"{diff.mean():.3g}, min {diff.min():.3g} (mean |J(slsqp)| {np.mean(scale):.3g})")
+    print(f"  angle between the solutions: median {np.median(angle):.2g} deg, max "
+          f"{angle.max():.3g} deg; same minimum (< 1e-4 deg) {np.mean(angle < 1e-4):.1%}")
+    print(f"  oracle check: Newton equal or lower (within rounding) in {equal_or_lower}/"
+          f"{len(sub)}; higher in {worse} (SLSQP ended in another well; Newton there a local "
+          f"minimum below its start: {certified}/{worse})")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--k", type=int, default=2500)
     parser.add_argument("--n-predict", type=int, default=200)
     parser.add_argument("--no-xtb", action="store_true")
+    parser.add_argument("--numeric-only", action="store_true",
+                        help="only the numeric-loss section")
+    parser.add_argument("--numeric-k", type=int, default=1000)
+    parser.add_argument("--n-numeric", type=int, default=5400,
+                        help="environments of the numeric-loss section (Au25 hydrogens)")
+    parser.add_argument("--n-slsqp", type=int, default=400,
+                        help="of them, solved by the SLSQP loop (time extrapolated)")
     args = parser.parse_args(argv)
     frames = load_au25().frames
+    if args.numeric_only:
+        numeric_loss_section(frames, args.numeric_k, args.n_numeric, args.n_slsqp)
+        return
     train_frames, test_frames = frames[:500], frames[500:]
     descriptor = make_pipeline(SOAP(), MinMaxScaler())
     counts = AtomicEnvironments(frames[:1], atom_types=None)
@@ -117,6 +224,7 @@ def main(argv=None):
         t_xtb = xtb_seconds(frames[-1])
         print(f"GFN1-xTB single point (tblite, same structure): {t_xtb:.1f} s "
               f"-> OAMLM/xTB time ratio {total / t_xtb:.2f}")
+    numeric_loss_section(frames, args.numeric_k, args.n_numeric, args.n_slsqp)
 
 
 if __name__ == "__main__":
