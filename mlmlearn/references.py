@@ -24,6 +24,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._distances import euclidean_distances
 from ._inputs import reject_structures
+from ._maximin import projection_bounds, pruned_update, squared_distances
 from ._progress import progress
 
 __all__ = ["RSMaximin", "RandomReferences", "select_references", "unique_row_indices"]
@@ -142,13 +143,27 @@ class RSMaximin(_ReferenceSelector):
     the sample farthest from all references chosen so far (thesis section 3.3,
     "the first selected data point is closest to the data mean and then the
     following points should maximize the distance to the previous points").
-    The selection is deterministic (ties go to the lowest index).
+    The selection is deterministic.
 
     The running minimum distance of every sample to the chosen set is updated
-    incrementally, O(N·K·d) at worst and no N×K matrix in memory. Samples are
-    grouped by their nearest reference; a group is skipped when the triangle
-    inequality proves that the new reference cannot be nearer to any of its
-    members (``d(q, c) >= 2 · radius(c)``), which makes the later steps cheap.
+    incrementally with each new reference (no N×K matrix in memory). Most of
+    those updates are skipped without computing the distance: every sample is
+    projected once onto ``p`` (≤ 32) orthonormal directions near the data's
+    leading principal axes, and the projected distance, tightened by the norms of
+    the residuals outside the projection, is a lower bound of the true one. A
+    sample whose bound, less a rounding margin derived from the magnitudes
+    involved, reaches its running minimum cannot get nearer to the new
+    reference. Every distance that is computed uses one fixed-order formula, so
+    the choices and ``min_distances_`` are bit for bit those of the plain loop
+    (all N samples updated with every reference); on real SOAP descriptors
+    (2 030 features) about 1 % of the distances are computed. The loops are
+    compiled with numba when it is installed (mlmlearn's ``atoms`` extra) and
+    run in numpy otherwise, with the same result. Details and the error
+    analysis: ``mlmlearn/_maximin.py``.
+
+    Squared distances are compared throughout; ties (equal squared distances)
+    go to the lowest index, and the selection stops early, with a warning,
+    when every remaining sample duplicates a reference.
 
     Parameters
     ----------
@@ -204,13 +219,29 @@ class RSMaximin(_ReferenceSelector):
         return indices
 
 
-def rs_maximin(X, n_references, *, verbose=0):
+def _default_components(n_samples, n_features, n_references):
+    """Dimension of the pruning projection: 0 (plain updates) when it cannot pay off."""
+    p = min(32, n_features // 4)
+    return p if p >= 2 and n_references > 2 * p and n_samples > 4 * p else 0
+
+
+def rs_maximin(X, n_references, *, n_components=None, verbose=0):
     """Farthest-point selection; see :class:`RSMaximin`.
+
+    Returns the indices and minimum distances of :func:`_rs_maximin_plain`,
+    bit for bit, while skipping the distances a lower bound proves cannot lower
+    a sample's running minimum.
 
     Parameters
     ----------
     X : ndarray of shape (n_samples, n_features), float64
     n_references : int
+    n_components : int, default=None
+        Dimension ``p`` of the orthonormal projection whose distances bound the
+        true ones from below (``0 <= p <= n_features``); ``0`` updates every
+        sample with every reference. ``None`` takes ``min(32, n_features // 4)``
+        when the selection is long enough to repay the projection, else 0.
+        The result never depends on it, only the time.
     verbose : int, default=0
 
     Returns
@@ -218,42 +249,66 @@ def rs_maximin(X, n_references, *, verbose=0):
     indices : ndarray of int
         At most ``n_references`` rows (fewer if there are fewer distinct rows).
     min_distances : ndarray of shape (n_samples,)
+
+    Raises
+    ------
+    ValueError
+        If ``n_components`` is outside ``[0, n_features]``.
     """
-    n = X.shape[0]
-    xx = np.einsum("ij,ij->i", X, X)
-    mean = X.mean(axis=0, keepdims=True)
-    first = int(np.argmin(euclidean_distances(X, mean, X_norm_squared=xx)[:, 0]))
+    X = np.ascontiguousarray(X, dtype=np.float64)
+    n, d = X.shape
+    if n_components is None:
+        p = _default_components(n, d, n_references)
+    elif isinstance(n_components, Integral) and 0 <= n_components <= d:
+        p = int(n_components)
+    else:
+        raise ValueError(f"rs_maximin: n_components={n_components!r} must be an int in "
+                         f"[0, n_features={d}]")
+    mean = X.mean(axis=0)
+    first = int(np.argmin(squared_distances(X, mean)))
     chosen = np.empty(n_references, dtype=np.intp)
     chosen[0] = first
-    mind = euclidean_distances(X, X[first : first + 1], X_norm_squared=xx)[:, 0]
-    owner = np.zeros(n, dtype=np.intp)  # position in `chosen` of each sample's nearest reference
-    radius = np.zeros(n_references)  # largest min-distance among the samples each reference owns
-    radius[0] = mind.max()
+    mind2 = squared_distances(X, X[first])  # running squared minimum distances
+    if p:
+        Yt, rho, E = projection_bounds(X, mean, p)
+        mind = np.sqrt(mind2)
     count = 1
     for j in progress(range(1, n_references), verbose=verbose, total=n_references - 1,
                       desc="RS-maximin"):
-        nxt = int(np.argmax(mind))
-        if mind[nxt] == 0.0:  # every remaining sample duplicates a reference
+        nxt = int(np.argmax(mind2))
+        if mind2[nxt] == 0.0:  # every remaining sample duplicates a reference
             break
         chosen[j] = nxt
         count = j + 1
-        q = X[nxt : nxt + 1]
-        qq = xx[nxt : nxt + 1]
-        # references whose groups may hold samples nearer to q than to them
-        dc = euclidean_distances(X[chosen[:j]], q, X_norm_squared=xx[chosen[:j]],
-                                 Y_norm_squared=qq)[:, 0]
-        candidate = dc < 2.0 * radius[:j] * (1.0 + 1e-9)
-        idx = np.flatnonzero(candidate[owner])
-        dq = euclidean_distances(X[idx], q, X_norm_squared=xx[idx], Y_norm_squared=qq)[:, 0]
-        closer = dq < mind[idx]
-        moved = idx[closer]
-        mind[moved] = dq[closer]
-        owner[moved] = j
-        touched = np.flatnonzero(candidate)
-        radius[touched] = 0.0
-        radius[j] = 0.0
-        np.maximum.at(radius, owner[idx], mind[idx])
-    return chosen[:count].copy(), mind
+        if p:
+            pruned_update(X, Yt, rho, E, mind2, mind, nxt)
+        else:
+            np.minimum(mind2, squared_distances(X, X[nxt]), out=mind2)
+    return chosen[:count].copy(), np.sqrt(mind2)
+
+
+def _rs_maximin_plain(X, n_references):
+    """The plain algorithm, oracle of :func:`rs_maximin` (identical indices and distances).
+
+    Squared distances by the one pair formula of :func:`mlmlearn._maximin.squared_distances`.
+    The first reference is the sample nearest the column mean (the lowest index
+    on a tie); then, repeatedly, the sample whose squared distance to its nearest
+    reference is largest (the lowest index on a tie), every sample's minimum
+    updated over all samples; it stops early when that largest value is 0 (every
+    remaining sample duplicates a reference). ``min_distances`` is the square
+    root of the final squared minima.
+    """
+    X = np.ascontiguousarray(X, dtype=np.float64)
+    first = int(np.argmin(squared_distances(X, X.mean(axis=0))))
+    chosen = [first]
+    mind2 = squared_distances(X, X[first])
+    while len(chosen) < n_references:
+        nxt = int(np.argmax(mind2))
+        if mind2[nxt] == 0.0:
+            break
+        chosen.append(nxt)
+        np.minimum(mind2, squared_distances(X, X[nxt]), out=mind2)
+    return np.array(chosen, dtype=np.intp), np.sqrt(mind2)
 
 
 class RandomReferences(_ReferenceSelector):
