@@ -103,13 +103,33 @@ def test_gradient_and_hessian_against_finite_differences():
         # order): within the rounding of k-term sums of the terms' magnitudes
         log_w = -((g / S2) ** 2)
         grad_c, hess_c = np.empty(3), np.empty((3, 3))
-        value_c = _kernels()["terms"](v, d, log_w, r, 1 / S1**2, grad_c, hess_c)
+        value_c = _kernels()["terms"](v, len(d), d, log_w, np.ascontiguousarray(r.T), 1 / S1**2,
+                                      grad_c, hess_c, np.empty((4, len(d))))
         assert abs(value_c - value) <= 2 * k * EPS * w.sum()
         assert np.all(np.abs(grad_c - grad) <= 2 * k * EPS * (2 / S1**2) * np.abs(w * e)
                       @ np.abs(r))
         hess_size = (2 / S1**2) * np.einsum("k,ki,kj->ij", np.abs(w * (2 * e**2 / S1**2 - 1)),
                                             np.abs(r), np.abs(r))
         assert np.all(np.abs(hess_c - hess) <= 2 * k * EPS * hess_size)
+
+
+def test_compiled_exp_against_numpy():
+    """The vectorisable exp of the Newton solver: Horner's rule on the degree-13 Taylor
+    polynomial at |r| ≤ ln2/2 errs by at most γ₂₆ e^{2|r|} ≤ 2γ₂₆ relative, the range
+    reduction and truncation by a few u more; 1 and 0 exactly at x = 0 and x < −708."""
+    from _numerics import U, gamma
+
+    rng = np.random.default_rng(13)
+    x = np.concatenate([-rng.random(20000) * 800, -rng.random(20000) * 2,
+                        [0.0, -0.0, -708.0, -708.5, -1e-300, -5e-324, -np.log(2) / 2]])
+    out, scale = np.empty_like(x), np.empty_like(x)
+    _kernels()["exp"](x, out, scale, len(x))
+    exact = np.exp(x)  # within ½ ulp (glibc), so within u of the exact value
+    normal = x >= -708.0
+    relative = np.abs(out[normal] - exact[normal]) / exact[normal]
+    assert np.all(relative <= 2 * gamma(26) + 4 * U)
+    assert np.all(out[~normal] == 0.0)
+    assert out[-7] == 1.0 and out[-6] == 1.0
 
 
 @pytest.mark.parametrize("solver", ["newton", "slsqp"])
@@ -312,3 +332,48 @@ def test_slsqp_oracle_reaches_the_minimum_that_nelder_mead_finds_nearby():
                          options={"xatol": 1e-12, "fatol": 1e-15}).fun
         w, _ = _terms(V[i], d[i], g[i], r[i])
         assert value <= found + 2 * (25 + 8) * EPS * w.sum()
+
+
+def test_compiled_solver_is_its_python_source():
+    """The compiled kernels against their pure-Python source (the same code run by the
+    interpreter, libm's exp in numpy and sums in order): the same local minima, apart by
+    no more than the gradients' rounding over the curvature."""
+    from mlmlearn.oamlm._losses import _numeric_all_py
+
+    d, g, r, start = _random_problems(6, 25, 14)
+    mask = np.ones(d.shape, bool)
+    log_w = np.ascontiguousarray(-((g / S2) ** 2))
+    out, n_iter, value = np.empty((6, 3)), np.zeros(6, dtype=np.intp), np.empty(6)
+    _numeric_all_py(d, log_w, r, mask, start, 1 / S1**2, 100, out, n_iter, value)
+    compiled, _, compiled_value = _numeric_newton(d, g, r, S1, S2, start, mask, 100)
+    for i in range(len(d)):
+        _, lam = _certify_local_minimum(out[i], d[i], g[i], r[i])
+        w, e = _terms(out[i], d[i], g[i], r[i])
+        size = np.linalg.norm(r[i], axis=1)
+        rounding = (25 + 8) * EPS * (2 / S1**2) * (w * (np.abs(e) + np.abs(d[i]) + size)
+                                                   * size).sum()
+        assert np.linalg.norm(compiled[i] - out[i]) <= 20 * rounding / lam[0]
+        # J scaled by the largest weight's inverse, exp(−max log w), on both sides
+        assert abs(compiled_value[i] - value[i]) <= 2 * (25 + 8) * EPS * w.sum() / np.exp(
+            log_w[i].max())
+
+
+def test_degenerate_losses_one_reference_and_a_flat_one():
+    """One reference: J = −c exp(−((d − r·v)/σ₁)²) is least, −c, on the whole circle
+    r·v = d (a zero Hessian eigenvalue along it); the solver must land on the circle.
+    A loss whose every weight underflows (|d − r·v| > √708 σ₁ = 6.7 everywhere) is flat: the
+    start comes back."""
+    rng = np.random.default_rng(15)
+    n = 50
+    r = rng.normal(size=(n, 1, 3))
+    r /= np.linalg.norm(r, axis=2, keepdims=True)
+    d = rng.uniform(-0.9, 0.9, (n, 1))
+    g = rng.uniform(0, 1, (n, 1))
+    start = rng.normal(size=(n, 3))
+    v = numeric_direction(d, g, r, S1, S2, start)
+    # J = −c(1 − (e/σ₁)² + …): J within its rounding 8ε of −c puts e within √(8ε) σ₁
+    np.testing.assert_allclose(np.einsum("ni,ni->n", v, r[:, 0]), d[:, 0], rtol=0,
+                               atol=np.sqrt(16 * EPS) * S1)
+    far = numeric_direction(d + 8.0 * np.sign(d), g, r, S1, S2, start)
+    np.testing.assert_allclose(far, start / np.linalg.norm(start, axis=1, keepdims=True),
+                               rtol=0, atol=2 * EPS)
