@@ -377,3 +377,33 @@ def test_degenerate_losses_one_reference_and_a_flat_one():
     far = numeric_direction(d + 8.0 * np.sign(d), g, r, S1, S2, start)
     np.testing.assert_allclose(far, start / np.linalg.norm(start, axis=1, keepdims=True),
                                rtol=0, atol=2 * EPS)
+
+
+def test_a_zero_analytic_start_falls_back_to_the_nearest_neighbour():
+    """numeric_start="analytic" where (2.32) is the zero vector (every r_j zero, as tied
+    rotations of a symmetric environment can make them) starts from the nearest
+    neighbour, as numeric_start="nearest" does; the other rows are untouched."""
+    data = load_alkanes()
+    frames = [f for f in data.frames if f.info["run"] == "C3H8_run1"][::50]
+    train = AtomicEnvironments(frames[:10], species="C")
+    test = AtomicEnvironments(frames[12:15], species="C")
+    soap = SOAP(n_max=4, l_max=2, r_cut=3.0, sigma=0.5)
+    model = OAMLM(make_pipeline(soap, MinMaxScaler()), references=20, loss="numeric",
+                  numeric_start="analytic").fit(train, train.forces)
+    analytic = model.predict(test)
+    nearest = model.set_params(numeric_start="nearest").predict(test)
+    original = oamlm_module.analytic_direction
+
+    def zero_first_row(*args):
+        v = original(*args)
+        v[0] = 0.0
+        return v
+
+    oamlm_module.analytic_direction = zero_first_row
+    try:
+        patched = model.set_params(numeric_start="analytic").predict(test)
+    finally:
+        oamlm_module.analytic_direction = original
+    np.testing.assert_array_equal(patched[0], nearest[0])
+    np.testing.assert_array_equal(patched[1:], analytic[1:])
+    assert not np.array_equal(analytic[0], nearest[0])  # the test can tell them apart

@@ -1,5 +1,6 @@
 """The orientation adaptive minimal learning machine (thesis 2.3, paper III, paper IV II B)."""
 
+import functools
 from numbers import Integral, Real
 
 import numpy as np
@@ -87,7 +88,8 @@ class OAMLM(MultiOutputMixin, BaseEstimator):
         passes). The analytic and sphere losses weight every reference by ω.
     numeric_start : {"nearest", "analytic"}, default="nearest"
         Initial guess of the numeric loss: the direction to the nearest
-        neighbour (paper III), or the analytic estimate (2.32). (2.29) is a sum
+        neighbour (paper III), or the analytic estimate (2.32) (the nearest
+        neighbour where (2.32) is the zero vector). (2.29) is a sum
         of Gaussian ridges on the sphere with many local minima, so the start
         decides much of the result.
     numeric_solver : {"newton", "slsqp"}, default="newton"
@@ -394,8 +396,10 @@ class OAMLM(MultiOutputMixin, BaseEstimator):
         self._validate_params()
         F = self._features(X)
         P = self.alignment_.neighborhoods(X)
+        nearest = functools.cache(  # once, and with the analytic start only where needed
+            lambda: nearest_neighbors(X, 1, None, name="the numeric loss's initial guess")[:, 0])
         if self.loss == "numeric" and self.numeric_start == "nearest":
-            start = nearest_neighbors(X, 1, None, name="the numeric loss's initial guess")[:, 0]
+            nearest()
         n, k = len(F), self.n_references_
         rows = _chunk_rows(k)
         products = check_memory(self.memory).cache(_predict_products)
@@ -421,11 +425,15 @@ class OAMLM(MultiOutputMixin, BaseEstimator):
             else:
                 keep = g <= d_g if self.reference_filter else np.ones_like(g, dtype=bool)
                 keep[~keep.any(axis=1)] = True  # nobody passes: all references
-                v0 = (
-                    start[lo:hi]
-                    if self.numeric_start == "nearest"
-                    else analytic_direction(omega, d_c, rotated)
-                )
+                if self.numeric_start == "nearest":
+                    v0 = nearest()[lo:hi]
+                else:
+                    v0 = analytic_direction(omega, d_c, rotated)
+                    # Σ ω d r = 0 (every r_j zero: tied rotations that average out) has no
+                    # direction to start from: the nearest neighbour's instead
+                    flat = ~np.any(v0 != 0, axis=1)
+                    if flat.any():
+                        v0[flat] = nearest()[lo:hi][flat]
                 v = numeric_direction(d_c, g, rotated, self.sigma1, self.sigma2, v0, mask=keep,
                                       solver=self.numeric_solver)
             if not return_uncertainty:
