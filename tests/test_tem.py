@@ -6,6 +6,7 @@ from scipy import ndimage
 
 from mlmlearn.applications.tem import (
     compare_images,
+    comparison_mask,
     cw_ssim,
     preprocess_tem_image,
     relative_scores,
@@ -60,6 +61,33 @@ def test_fft_transform_equals_direct_convolution():
     for j, w in enumerate(widths):
         direct = ndimage.convolve(image, ricker_wavelet(w, radius), mode="constant")
         np.testing.assert_allclose(fast[j], direct, atol=1e-9 * np.abs(direct).max())
+
+
+@pytest.mark.parametrize("shape", [(40, 52), (33, 20), (31, 17), (5, 4), (2, 9), (1, 7)])
+@pytest.mark.parametrize("mask_kind", ["disc", "random", "one corner"])
+def test_masked_separable_transform_equals_the_fft_transform(shape, mask_kind):
+    """cw_ssim's folded separable products give ricker_transform's coefficients at the
+    masked pixels, in the mask's order, for even and odd sides, masks that are not
+    mirror-symmetric, and the single-row fallback; to rounding of the largest one."""
+    from mlmlearn.applications.tem._cwssim import _masked_ricker
+
+    rng = np.random.default_rng(sum(shape))
+    images = 255 * rng.random((3, *shape))
+    if mask_kind == "disc" and min(shape) > 2:
+        mask = comparison_mask(shape)
+    elif mask_kind == "one corner":
+        mask = np.zeros(shape, dtype=bool)
+        mask[-1, 0] = True
+    else:
+        mask = rng.random(shape) < 0.3
+        mask[0, -1] = True
+    widths = np.array([1.5, 4.0, 11.0])
+    expected = ricker_transform(images, widths)[:, :, mask]
+    got = _masked_ricker(images, widths, mask)
+    # each coefficient sums ≤ rows·cols products of pixels and wavelet entries (< 1):
+    # rounding of those sums, relative to the largest pixel, in both methods
+    scale = images.max() * np.prod(shape)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=64 * np.finfo(float).eps * scale)
 
 
 def test_cw_ssim_matches_the_term_by_term_oracle_is_one_on_itself_and_symmetric():
