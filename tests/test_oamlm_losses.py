@@ -275,6 +275,13 @@ def test_bad_inputs_name_the_row():
     mask[2] = False
     with pytest.raises(ValueError, match="mask row 2 selects no reference"):
         numeric_direction(d, g, r, S1, S2, start, mask=mask)
+    g[3, 4] = np.nan
+    with pytest.raises(ValueError, match="row 3, reference 4: d_c = .*, g = nan"):
+        numeric_direction(d, g, r, S1, S2, start)
+    mask = np.ones(d.shape, bool)
+    mask[3, 4] = False  # a reference filtered out may be anything
+    numeric_direction(d, g, r, S1, S2, start, mask=mask)
+    g[3, 4] = 0.5
     start[1] = 0.0
     with pytest.raises(ValueError, match=r"start row 1 is \[0. 0. 0.\]"):
         numeric_direction(d, g, r, S1, S2, start)

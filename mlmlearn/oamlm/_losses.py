@@ -150,8 +150,9 @@ def numeric_direction(d_c, g, rotated, sigma1, sigma2, start, *, mask=None, solv
     Raises
     ------
     ValueError
-        For an unknown ``solver``, a start row that is zero or not finite, or a
-        mask row that selects no reference (each named by its row).
+        For an unknown ``solver``, a start row that is zero or not finite, a
+        mask row that selects no reference, or a selected reference with a value
+        that is not finite (each named by its row).
     ModuleNotFoundError
         ``"newton"`` without numba (mlmlearn's ``atoms`` extra).
     """
@@ -171,6 +172,12 @@ def numeric_direction(d_c, g, rotated, sigma1, sigma2, start, *, mask=None, solv
     if empty.any():
         row = int(np.flatnonzero(empty)[0])
         raise ValueError(f"mask row {row} selects no reference; the loss (2.29) needs one")
+    finite = np.isfinite(d_c) & np.isfinite(g) & np.isfinite(rotated).all(axis=2)
+    if not np.all(finite | ~mask):
+        row, ref = (int(i[0]) for i in np.nonzero(~finite & mask))
+        raise ValueError(
+            f"row {row}, reference {ref}: d_c = {d_c[row, ref]}, g = {g[row, ref]}, rotated = "
+            f"{rotated[row, ref]}; the loss (2.29) needs finite values")
     length = np.linalg.norm(start, axis=1)
     bad = ~(np.isfinite(length) & (length > 0))
     if bad.any():
