@@ -13,11 +13,12 @@ whole force model is the GFN1-xTB single point it replaces (≈ 11 s for Au25, p
 tblite when installed). The alignment kernel alone, against a batched numpy SVD, is
 ``bench_superpose.py``.
 
-The numeric-loss section fits an OAMLM (loss="numeric", paper III's reference filter,
-nearest-neighbour start) on K Au25 hydrogen environments (all references, GoldThiolateAlignment)
-and captures the inputs of (2.29) for the hydrogens of the held-out frames. It times the
-compiled Newton solver on all of them (CPU time, best of 3, one BLAS thread) and paper III's
-SLSQP loop (``solver="slsqp"``) on an evenly spaced subset, extrapolated per environment,
+The numeric-loss section fits an OAMLM (loss="numeric", nearest-neighbour start) on K Au25
+hydrogen environments (all of them references, GoldThiolateAlignment) and captures the inputs
+of (2.29) for the 5 400 hydrogens of the held-out frames, then solves them twice: over the
+references that pass paper III's filter g ≤ d_g, and over all references (paper IV). It times
+the compiled Newton solver on all environments (CPU time, best of 3, one BLAS thread) and paper
+III's SLSQP loop (``solver="slsqp"``) on an evenly spaced subset, extrapolated per environment,
 and compares the two on that subset: J(newton) − J(slsqp), the angle between the solutions,
 and how often the Newton answer is equal or lower (within the evaluations' rounding); where
 it is higher, SLSQP has ended in another well (it leaves the sphere on its way), and the
