@@ -108,7 +108,7 @@ def numeric_direction(d_c, g, rotated, sigma1, sigma2, start, *, mask=None, solv
       tangent plane); where the Riemannian Hessian is not positive definite the
       step follows its absolute eigenvalues (a descent direction). It stops at a
       local minimum to rounding: a full Newton step shorter than 1e-10 rad, or
-      no step lowering J beyond its rounding. 75–80× faster than ``"slsqp"`` at
+      no step lowering J beyond its rounding. 45–80× faster than ``"slsqp"`` at
       K = 1 000 (one core).
     - ``"slsqp"``: paper III's sequential quadratic programming with the
       equality constraint v·v = 1 (scipy), one environment at a time, stopped

@@ -98,7 +98,7 @@ class OAMLM(MultiOutputMixin, BaseEstimator):
 
         - ``"newton"``: compiled Riemannian Newton steps on the sphere, every
           accepted step lowering J, to the local minimum below the start (to
-          rounding); 75–80× faster than SLSQP at K = 1 000 (one core,
+          rounding); 45–80× faster than SLSQP at K = 1 000 (one core,
           ``benchmarks/bench_oamlm.py``).
         - ``"slsqp"``: paper III's SLSQP with the constraint ``v·v = 1``, one
           environment at a time, then the same Newton steps to the local minimum
