@@ -820,3 +820,52 @@ def test_the_cheap_core_tie_check_never_misses_a_tie(u_out, u_n, e, scale, shrin
     u, e_c = u_out * scale, e * shrink
     bound_n = 2 * np.sqrt(u_n) * e + e * e + _G9 * u_n
     assert not u - u_n <= bound_n + 2 * np.sqrt(u) * e_c + e_c**2 + _G9 * u
+
+
+@pytest.mark.parametrize("max_newton", [50, 2])
+@pytest.mark.parametrize("collinear_target", [False, True])
+def test_batched_candidate_rotations_equal_one_at_a_time_bit_for_bit(max_newton,
+                                                                      collinear_target):
+    """_rotations (the candidates' Newton iterations side by side) against one QCP call
+    per candidate: every R and p'(λ̂) to the last bit, compiled and in pure Python, with
+    candidates that converge, that stop at max_newton (p' = 0), and, with a target
+    collinear with the centre, ones whose largest eigenvalue is multiple (QCP's SVD
+    fallback)."""
+    from mlmlearn.oamlm import _gold_thiolate
+
+    rng = np.random.default_rng(7)
+    x = np.zeros((13, 3))
+    x[1:] = rng.normal(scale=2.5, size=(12, 3))
+    x[5] = 0.5 * x[4]  # collinear with the centre and row 4
+    y = np.zeros((3, 3))
+    y[1:] = rng.normal(scale=2.5, size=(2, 3))
+    if collinear_target:
+        y[2] = 0.7 * y[1]
+    pairs = [(p, q) for p in range(1, 13) for q in range(1, 13) if p != q]
+    cand_p = np.array([p for p, _ in pairs])
+    cand_q = np.array([q for _, q in pairs])
+    n = len(pairs)
+    results = []
+    for rotations in (_gold_thiolate._rotations_py, _gold_thiolate._rotations_each_py):
+        R, dps = np.empty((n, 3, 3)), np.empty(n)
+        rotations(x, y, cand_p, cand_q, n, 1e-12, max_newton, R, dps,
+                  np.empty((n, 14)), np.empty(n), np.empty(n, dtype=np.int64))
+        results.append((R, dps))
+    (R, dps), (R_each, dps_each) = results
+    np.testing.assert_array_equal(R, R_each)
+    np.testing.assert_array_equal(dps, dps_each)
+    if collinear_target or max_newton == 2:
+        assert np.any(dps == 0.0)  # fallbacks, or iterations stopped before converging
+    if not collinear_target and max_newton == 50:
+        assert np.sum(dps > 0.0) > n - 3
+    # compiled, inside the core loop: the batched kernel equals the one-at-a-time loop
+    P = _core_neighborhoods([np.r_[y, np.zeros((10, 3))] + x * (np.arange(13) > 2)[:, None]],
+                            [13], [CORE])
+    S = _core_neighborhoods([x], [13], [CORE])
+    out = []
+    for core in (_gold_thiolate._compile(), _gold_thiolate._compile(batched=False)):
+        R, g = np.empty((1, 1, 3, 3)), np.empty((1, 1))
+        core(P.points, P.count, P.kind == CORE_S, S.points, S.count, S.kind == CORE_S, 10, R, g)
+        out.append((R, g))
+    np.testing.assert_array_equal(out[0][0], out[1][0])
+    np.testing.assert_array_equal(out[0][1], out[1][1])

@@ -419,7 +419,10 @@ def _core_kernel():
 
 
 @functools.cache
-def _compile():
+def _compile(batched=True):
+    """The compiled core loop; ``batched=False`` aligns the candidates one at a time
+    (:func:`_rotations_each_py`), the loop before their Newton iterations were
+    interleaved (the benchmark's reference)."""
     compiled = kernels()  # raises naming the extra when numba is missing
     numba = import_optional("numba", purpose="the gold-thiolate alignment kernel")
     jit = numba.njit(cache=True, nogil=True)
@@ -427,6 +430,8 @@ def _compile():
     core = with_globals(
         _core_py,
         _rotation=compiled["rotation"],
+        _rotations=jit(with_globals(_rotations_py if batched else _rotations_each_py,
+                                    _rotation=compiled["rotation"])),
         _triangle=jit(_triangle_py),
         _triangle_error=jit(with_globals(_triangle_error_py, _arccos_error=arccos_error)),
         _triangle_error_cap=jit(_triangle_error_cap_py),
@@ -434,7 +439,9 @@ def _compile():
         _nn_accuracy=jit(_nn_accuracy_py),
         _nn_bound=jit(with_globals(_nn_bound_py, _rotation_bound=compiled["rotation_bound"])),
     )
-    return jit(core)
+    # numba's disk cache keys on the function, not on the globals it was handed: only
+    # the package's own variant is cached
+    return numba.njit(cache=batched, nogil=True)(core)
 
 
 def _triangle_py(a, b, out):  # pragma: no cover - compiled by numba
@@ -579,6 +586,177 @@ def _nn_accuracy_py(x, nx, y, ny, R, rx, limit):  # pragma: no cover - compiled 
     return total
 
 
+def _rotations_each_py(  # pragma: no cover - compiled by numba
+    x, y, cand_p, cand_q, n_cand, tol, max_newton, R, dps, work, lam, state
+):
+    """:func:`_rotations_py` as one call of the single routine per candidate: the plain
+    version, its oracle (the scratch arguments are unused)."""
+    order = np.zeros(3, dtype=np.int64)
+    for t in range(n_cand):
+        order[1], order[2] = cand_p[t], cand_q[t]
+        dps[t] = _rotation(x, y, order, 1, tol, max_newton, R[t])
+
+
+def _rotations_py(  # pragma: no cover - compiled by numba
+    x, y, cand_p, cand_q, n_cand, tol, max_newton, R, dps, work, lam, state
+):
+    """:func:`~mlmlearn.oamlm._superpose._rotation_py` of every candidate (0, p, q) at once.
+
+    For each candidate t, the rotation of x[(0, cand_p[t], cand_q[t])] onto y, rows 0 left
+    out (centres at the origin), written to ``R[t]`` with p'(λ̂) in ``dps[t]``: the same
+    operations in the same order as a call of that routine per candidate, so the same
+    bits, but the Newton iterations of all candidates run side by side — one's
+    division does not wait for another's. ``work`` (≥ n_cand, 14), ``lam`` and
+    ``state`` (≥ n_cand) are scratch.
+    """
+    for t in range(n_cand):
+        sxx = sxy = sxz = syx = syy = syz = szx = szy = szz = 0.0
+        g = 0.0
+        for k in range(1, 3):
+            r = cand_p[t] if k == 1 else cand_q[t]
+            x0, x1, x2 = x[r, 0], x[r, 1], x[r, 2]
+            y0, y1, y2 = y[k, 0], y[k, 1], y[k, 2]
+            sxx += x0 * y0
+            sxy += x0 * y1
+            sxz += x0 * y2
+            syx += x1 * y0
+            syy += x1 * y1
+            syz += x1 * y2
+            szx += x2 * y0
+            szy += x2 * y1
+            szz += x2 * y2
+            g += x0 * x0 + x1 * x1 + x2 * x2 + y0 * y0 + y1 * y1 + y2 * y2
+        g *= 0.5
+        n00 = sxx + syy + szz
+        n11 = sxx - syy - szz
+        n22 = -sxx + syy - szz
+        n33 = -sxx - syy + szz
+        n01 = syz - szy
+        n02 = szx - sxz
+        n03 = sxy - syx
+        n12 = sxy + syx
+        n13 = szx + sxz
+        n23 = syz + szy
+        c2 = -2.0 * (
+            sxx * sxx
+            + sxy * sxy
+            + sxz * sxz
+            + syx * syx
+            + syy * syy
+            + syz * syz
+            + szx * szx
+            + szy * szy
+            + szz * szz
+        )
+        c1 = -8.0 * (
+            sxx * (syy * szz - syz * szy)
+            - sxy * (syx * szz - syz * szx)
+            + sxz * (syx * szy - syy * szx)
+        )
+        s0 = n00 * n11 - n01 * n01
+        s1 = n00 * n12 - n01 * n02
+        s2 = n00 * n13 - n01 * n03
+        s3 = n01 * n12 - n11 * n02
+        s4 = n01 * n13 - n11 * n03
+        s5 = n02 * n13 - n12 * n03
+        k5 = n22 * n33 - n23 * n23
+        k4 = n12 * n33 - n13 * n23
+        k3 = n12 * n23 - n13 * n22
+        k2 = n02 * n33 - n03 * n23
+        k1 = n02 * n23 - n03 * n22
+        k0 = n02 * n13 - n03 * n12
+        c0 = s0 * k5 - s1 * k4 + s2 * k3 + s3 * k2 - s4 * k1 + s5 * k0
+        w = work[t]
+        w[0], w[1], w[2], w[3] = n00, n11, n22, n33
+        w[4], w[5], w[6], w[7], w[8], w[9] = n01, n02, n03, n12, n13, n23
+        w[10], w[11], w[12], w[13] = c2, c1, c0, g
+        lam[t] = g
+        state[t] = 0  # 0 iterating, 1 converged, 2 stopped without converging
+    # Newton's iterations, every candidate's in turn within each sweep
+    for _ in range(max_newton):
+        running = 0
+        for t in range(n_cand):
+            if state[t] != 0:
+                continue
+            c2, c1, c0 = work[t, 10], work[t, 11], work[t, 12]
+            la = lam[t]
+            lam2 = la * la
+            p = (lam2 + c2) * lam2 + c1 * la + c0
+            dp = 4.0 * lam2 * la + 2.0 * c2 * la + c1
+            if dp == 0.0:
+                state[t] = 2
+                continue
+            step = p / dp
+            la -= step
+            lam[t] = la
+            if abs(step) <= tol * abs(la):
+                state[t] = 1
+            else:
+                running += 1
+        if running == 0:
+            break
+    for t in range(n_cand):
+        w = work[t]
+        n00, n11, n22, n33 = w[0], w[1], w[2], w[3]
+        n01, n02, n03, n12, n13, n23 = w[4], w[5], w[6], w[7], w[8], w[9]
+        c2, c1, g = w[10], w[11], w[13]
+        la = lam[t]
+        dp = (4.0 * la * la + 2.0 * c2) * la + c1 if state[t] == 1 else 0.0
+        a00, a11, a22, a33 = n00 - la, n11 - la, n22 - la, n33 - la
+        a01, a02, a03, a12, a13, a23 = n01, n02, n03, n12, n13, n23
+        s0 = a00 * a11 - a01 * a01
+        s1 = a00 * a12 - a01 * a02
+        s2 = a00 * a13 - a01 * a03
+        s3 = a01 * a12 - a11 * a02
+        s4 = a01 * a13 - a11 * a03
+        s5 = a02 * a13 - a12 * a03
+        k5 = a22 * a33 - a23 * a23
+        k4 = a12 * a33 - a13 * a23
+        k3 = a12 * a23 - a13 * a22
+        k2 = a02 * a33 - a03 * a23
+        k1 = a02 * a23 - a03 * a22
+        k0 = a02 * a13 - a03 * a12
+        b00 = a11 * k5 - a12 * k4 + a13 * k3
+        b10 = -a01 * k5 + a12 * k2 - a13 * k1
+        b20 = a01 * k4 - a11 * k2 + a13 * k0
+        b30 = -a01 * k3 + a11 * k1 - a12 * k0
+        b11 = a00 * k5 - a02 * k2 + a03 * k1
+        b21 = -a00 * k4 + a01 * k2 - a03 * k0
+        b31 = a00 * k3 - a01 * k1 + a02 * k0
+        b22 = a03 * s4 - a13 * s2 + a33 * s0
+        b32 = -a03 * s3 + a13 * s1 - a23 * s0
+        b33 = a02 * s3 - a12 * s1 + a22 * s0
+        best, q0, q1, q2, q3 = b00 * b00 + b10 * b10 + b20 * b20 + b30 * b30, b00, b10, b20, b30
+        norm = b10 * b10 + b11 * b11 + b21 * b21 + b31 * b31
+        if norm > best:
+            best, q0, q1, q2, q3 = norm, b10, b11, b21, b31
+        norm = b20 * b20 + b21 * b21 + b22 * b22 + b32 * b32
+        if norm > best:
+            best, q0, q1, q2, q3 = norm, b20, b21, b22, b32
+        norm = b30 * b30 + b31 * b31 + b32 * b32 + b33 * b33
+        if norm > best:
+            best, q0, q1, q2, q3 = norm, b30, b31, b32, b33
+        if not best > 1e-20 * g**6:
+            # a multiple largest eigenvalue: the single routine's SVD fallback, which
+            # repeats the steps above to the bit and then takes the same branch
+            order = np.zeros(3, dtype=np.int64)
+            order[1], order[2] = cand_p[t], cand_q[t]
+            dps[t] = _rotation(x, y, order, 1, tol, max_newton, R[t])
+            continue
+        inv = 1.0 / np.sqrt(best)
+        q0, q1, q2, q3 = q0 * inv, q1 * inv, q2 * inv, q3 * inv
+        R[t, 0, 0] = q0 * q0 + q1 * q1 - q2 * q2 - q3 * q3
+        R[t, 0, 1] = 2.0 * (q1 * q2 - q0 * q3)
+        R[t, 0, 2] = 2.0 * (q1 * q3 + q0 * q2)
+        R[t, 1, 0] = 2.0 * (q1 * q2 + q0 * q3)
+        R[t, 1, 1] = q0 * q0 - q1 * q1 + q2 * q2 - q3 * q3
+        R[t, 1, 2] = 2.0 * (q2 * q3 - q0 * q1)
+        R[t, 2, 0] = 2.0 * (q1 * q3 - q0 * q2)
+        R[t, 2, 1] = 2.0 * (q2 * q3 + q0 * q1)
+        R[t, 2, 2] = q0 * q0 - q1 * q1 - q2 * q2 + q3 * q3
+        dps[t] = dp
+
+
 def _core_py(P, pc, ps, S, sc, ss, n_tri, R, g):  # pragma: no cover - compiled by numba
     """The core-gold rule for every (input, reference) pair.
 
@@ -617,6 +795,9 @@ def _core_py(P, pc, ps, S, sc, ss, n_tri, R, g):  # pragma: no cover - compiled 
     dps = np.empty(_MAX_PAIRS)
     totals = np.empty(_MAX_PAIRS)
     limits = np.empty(_MAX_PAIRS)
+    work = np.empty((_MAX_PAIRS, 14))  # scratch of _rotations
+    lam = np.empty(_MAX_PAIRS)
+    state = np.empty(_MAX_PAIRS, dtype=np.int64)
     n = P.shape[0]
     # each input's targets: (self, S, nearest Au) against a reference with S, else
     # (self, its two nearest Au) and their triangle
@@ -708,13 +889,13 @@ def _core_py(P, pc, ps, S, sc, ss, n_tri, R, g):  # pragma: no cover - compiled 
                                 n_cand += 1
                     for t in range(n_list):
                         listed[cand_p[t], cand_q[t]] = False
-            # align every candidate; a nearest-neighbour sum stops past the best so far
+            # every candidate's rotation first, their Newton iterations side by side;
+            # then each candidate's nearest-neighbour sum, which stops past the best so far
+            _rotations(x, y3, cand_p, cand_q, n_cand, 1e-12, 50, R_try, dps, work, lam, state)
             g_best = np.inf
             total_best = np.inf
             b = 0
             for t in range(n_cand):
-                order[0], order[1], order[2] = 0, cand_p[t], cand_q[t]
-                dps[t] = _rotation(x, y3, order, 1, 1e-12, 50, R_try[t])  # centres at 0
                 limits[t] = total_best
                 total = _nn_accuracy(x, sc[j], y, pc[i], R_try[t], rx, total_best)
                 totals[t] = total
@@ -758,6 +939,8 @@ def _core_py(P, pc, ps, S, sc, ss, n_tri, R, g):  # pragma: no cover - compiled 
 # The core loop calls these names: in pure Python (the oracle) the routines above;
 # _compile() hands the compiled loop the compiled ones instead.
 _rotation = _rotation_py
+_rotations = _rotations_py
+_rotations_each = _rotations_each_py
 _rotation_bound = _rotation_bound_py
 _triangle = _triangle_py
 _triangle_error = _triangle_error_py
