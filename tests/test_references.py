@@ -220,22 +220,24 @@ def test_rs_maximin_identical_to_plain_on_adversarial_data(name, monkeypatch):
 
 
 def test_skip_test_never_skips_a_closer_pair():
-    """For every pair, the skip test with the running minimum just above the computed
-    distance never fires: the rounding margins E are what guarantees it on data made to
-    break a bound without them."""
+    """For every pair, neither skip test (the head bound, the full bound) fires with the
+    running minimum just above the computed distance: the rounding margins E are what
+    guarantees it on data made to break a bound without them."""
     for name in ("tiny lattice", "cluster", "lattice"):
         X = np.ascontiguousarray(_ADVERSARIAL[name])
         n, d = X.shape
         D = np.sqrt(np.array([_maximin.squared_distances(X, X[j]) for j in range(n)]))
+        m = np.nextafter(D, np.inf)
         for p in range(1, d + 1):
-            Yt, rho, E = _maximin.projection_bounds(X, X.mean(axis=0), p)
-            s = ((Yt[:, :, None] - Yt[:, None, :]) ** 2).sum(axis=0)
-            s += (rho[:, None] - rho[None, :]) ** 2
+            b = _maximin.projection_bounds(X, X.mean(axis=0), p)
             factor = _maximin._test_factor(p, d)
-            m = np.nextafter(D, np.inf)
-            assert not np.any(s > (m + E[:, None] + E[None, :]) ** 2 * factor), (name, p)
-            if name == "tiny lattice":  # the data does probe the margins
-                assert np.any(s > m**2 * factor)
+            for Yt, rho in ((b.head, b.head_rho), (b.Y.T, b.rho)):
+                s = ((Yt[:, :, None] - Yt[:, None, :]) ** 2).sum(axis=0)
+                s += (rho[:, None] - rho[None, :]) ** 2
+                assert not np.any(s > (m + b.E[:, None] + b.E[None, :]) ** 2 * factor), (
+                    name, p)
+                if name == "tiny lattice":  # the data does probe the margins
+                    assert np.any(s > m**2 * factor)
 
 
 @settings(max_examples=150, deadline=None)
