@@ -49,7 +49,10 @@ class MLM(DistanceRegressor):
         is β/K); 0 is the least-squares solution (2.20).
     multilateration : {"auto", "cubic", "linear", "nonlinear"}, default="auto"
         Output stage. ``"cubic"``: exact minimiser of (2.22) from its cubic
-        (2.23), single-output only. ``"nonlinear"``: batched Levenberg–Marquardt
+        (2.23), single-output only (one compiled pass over the predicted
+        distances when numba is installed, see
+        :func:`~mlmlearn.multilateration.cubic_multilateration`).
+        ``"nonlinear"``: batched Levenberg–Marquardt
         on ``Σ(|y - t_k|² - δ_k²)²`` from the linear solution. ``"linear"``: the
         linear least-squares solution alone. ``"auto"``: cubic for one output,
         nonlinear otherwise.
