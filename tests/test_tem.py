@@ -90,6 +90,35 @@ def test_masked_separable_transform_equals_the_fft_transform(shape, mask_kind):
     np.testing.assert_allclose(got, expected, rtol=0, atol=64 * np.finfo(float).eps * scale)
 
 
+@pytest.mark.parametrize("shape", [(128, 128), (40, 52), (33, 21), (31, 17), (5, 4), (2, 9)])
+@pytest.mark.parametrize("mask_kind", ["disc", "mirrored random", "random"])
+def test_masked_sums_equal_the_sums_of_the_fft_coefficients(shape, mask_kind):
+    """cw_ssim's sums Σw_x w_y, Σw_x², Σw_y² without the coefficients (mirror-symmetric
+    masks: the folded blocks weighted by the mirrored pixels they stand for, 4, 2 on a
+    middle row or column, 1 at the centre) equal those of ricker_transform's
+    coefficients, for even and odd sides; other masks take the general path."""
+    from mlmlearn.applications.tem._cwssim import _masked_sums
+
+    rng = np.random.default_rng(sum(shape))
+    images = 255 * rng.random((2, *shape))
+    if mask_kind == "disc" and min(shape) > 2:
+        mask = comparison_mask(shape)
+    else:
+        mask = rng.random(shape) < 0.4
+        mask[0, 0] = True
+        if mask_kind == "mirrored random":
+            mask = mask | mask[::-1] | mask[:, ::-1] | mask[::-1, ::-1]
+    widths = np.array([1.5, 4.0, 11.0, 30.0])
+    w = ricker_transform(images, widths)[:, :, mask]
+    expected = (w[0] * w[1]).sum(1), (w[0] ** 2).sum(1), (w[1] ** 2).sum(1)
+    # each sum of n_mask products of coefficients, each rounded relative to its
+    # rows·cols terms: rounding relative to Σ|w_x||w_y| (Cauchy–Schwarz: ≤ the norms)
+    scale = np.sqrt(expected[1] * expected[2])
+    tol = 64 * np.finfo(float).eps * np.prod(shape)
+    for got, want in zip(_masked_sums(images, widths, mask), expected, strict=True):
+        np.testing.assert_array_less(np.abs(got - want), tol * scale)
+
+
 def test_cw_ssim_matches_the_term_by_term_oracle_is_one_on_itself_and_symmetric():
     a, b = _blobs(seed=1), _blobs(seed=2)
     mask = np.ones(a.shape, dtype=bool)

@@ -227,6 +227,73 @@ def _masked_ricker(images, widths, mask):
     return out
 
 
+def _masked_sums(images, widths, mask):
+    """Σ w_x w_y, Σ w_x² and Σ w_y² over the ``mask`` pixels, per width, of two images.
+
+    With a mask that is its own mirror image along both axes (as the default disc
+    is), the coefficients need not be assembled: write the sums and differences of
+    mirrored rows (index a) and columns (b) of an image as X_ab; the coefficient
+    block Y_ab = Σ_t F₊/₋ X_ab G₊/₋ᵀ (the folded factors of :func:`_folded_factors`)
+    enters the four mirrored pixels with the signs of a Hadamard pattern, so over
+    them Σ w_x w_y = Σ_ab mult · Y_x,ab Y_y,ab (mult the number of distinct mirrored
+    pixels: 4, 2 on a middle row or column, 1 at the centre). Other masks go
+    through :func:`_masked_ricker`. Returns three arrays of shape (n_widths,).
+    """
+    rows, cols = mask.shape
+    symmetric = np.array_equal(mask, mask[::-1]) and np.array_equal(mask, mask[:, ::-1])
+    if not symmetric or max(rows, cols) > _SEPARABLE_MAX_SIDE or min(rows, cols) < 2:
+        wx, wy = _masked_ricker(images, widths, mask)
+        return tuple(np.einsum("ij,ij->i", u, v) for u, v in ((wx, wy), (wx, wx), (wy, wy)))
+    radius = min(int(np.ceil(4.0 * widths.max())), max(rows, cols) - 1)
+    key = tuple(widths.tolist()), radius
+    r_plus, r_minus, c_plus, c_minus, weight = _symmetric_operators(
+        *key, rows, cols, tuple(np.flatnonzero(mask.any(axis=1)).tolist()),
+        tuple(np.flatnonzero(mask.any(axis=0)).tolist()), mask.tobytes())
+    n_w, n_images = len(widths), len(images)
+    s, d = _fold_rows(images.transpose(1, 0, 2))  # (·, n_images, cols)
+    n_o, n_c = weight.shape
+    y = np.empty((4, n_w, n_o * n_images, n_c))
+    k = 0
+    for f_row, z in ((r_plus, s), (r_minus, d)):
+        for f_col, part in zip((c_plus, c_minus), _fold_rows(z.transpose(2, 1, 0)),
+                               strict=True):
+            # part: (folded columns, n_images, folded rows) → (folded rows, images · columns)
+            rhs = np.ascontiguousarray(part.transpose(2, 1, 0)).reshape(part.shape[2], -1)
+            a = (f_row.reshape(-1, rhs.shape[0]) @ rhs).reshape(
+                2, n_w, -1, part.shape[0])  # (t, w, o · image, column)
+            np.matmul(a[0], f_col[0], out=y[k])  # Σ over the two terms t
+            y[k] += np.matmul(a[1], f_col[1])
+            k += 1
+    y = y.reshape(4, n_w, n_o, n_images, n_c)
+    yx, yy = y[:, :, :, 0], y[:, :, :, 1]
+    wx = yx * weight
+    return (np.einsum("awoc,awoc->w", wx, yy), np.einsum("awoc,awoc->w", wx, yx),
+            np.einsum("awoc,awoc->w", yy * weight, yy))
+
+
+@functools.lru_cache(maxsize=8)
+def _symmetric_operators(widths, radius, rows, cols, row_out, col_out, mask_bytes):
+    """The folded factors of both passes, the terms t outermost, and the weights
+    mult · mask over the first-half block (see :func:`_masked_sums`); read-only."""
+    n_w = len(widths)
+    r_plus, r_minus, r_half, _ = _folded_factors(widths, radius, rows, row_out, "rows")
+    c_plus, c_minus, c_half, _ = _folded_factors(widths, radius, cols, col_out, "columns")
+    r_plus, r_minus = (
+        np.ascontiguousarray(f.reshape(n_w, len(r_half), 2, -1).transpose(2, 0, 1, 3))
+        for f in (r_plus, r_minus))
+    c_plus, c_minus = (
+        np.ascontiguousarray(f.reshape(n_w, 2, -1, len(c_half)).transpose(1, 0, 2, 3))
+        for f in (c_plus, c_minus))
+    mask = np.frombuffer(mask_bytes, dtype=bool).reshape(rows, cols)
+    mult_r = np.where(2 * r_half == rows - 1, 1.0, 2.0)
+    mult_c = np.where(2 * c_half == cols - 1, 1.0, 2.0)
+    weight = mask[np.ix_(r_half, c_half)] * mult_r[:, None] * mult_c[None, :]
+    out = r_plus, r_minus, c_plus, c_minus, weight
+    for array in out:
+        array.flags.writeable = False
+    return out
+
+
 def _fold_rows(x):
     """Sums and differences of mirrored rows of x: s_i = x_i + x_{n−1−i} (with the
     middle row of odd n) and d_i = x_i − x_{n−1−i}, i < n/2."""
@@ -426,9 +493,7 @@ def cw_ssim(image_x, image_y, *, widths=DEFAULT_WIDTHS, k=0.01, mask=None):
     mask = _check_mask(mask, x.shape)
     _warn_scale_mismatch(_peaks(x[None], mask), lambda i: "image_x",
                          _peaks(y[None], mask), lambda i: "image_y")
-    wx, wy = _masked_ricker(np.stack([x, y]), _check_widths(widths), mask)
-    sums = [np.einsum("ij,ij->i", u, v) for u, v in ((wx, wy), (wx, wx), (wy, wy))]
-    s = _cw_ssim_real(*sums, k)
+    s = _cw_ssim_real(*_masked_sums(np.stack([x, y]), _check_widths(widths), mask), k)
     return float(s.mean())
 
 
