@@ -8,12 +8,29 @@ from scipy import linalg
 __all__ = ["NormalEquations", "solve_distance_regression"]
 
 
+# OpenBLAS's threaded Cholesky (dpotrf_U_parallel -> dsyrk_thread_UT) crashes with SIGSEGV
+# from n = 15 800 on with two threads (the scipy 1.17 and numpy 2.4 wheels, OpenBLAS 0.3.31;
+# scipy's cho_factor, solve(assume_a="pos") and numpy's cholesky alike; one thread runs).
+# Systems from this size on are factorized on one BLAS thread.
+_SINGLE_THREAD_CHOLESKY = 12_000
+
+
 def _cholesky_solve(A, rhs):
     """Solve the SPD system ``A W = rhs`` by Cholesky (``A`` overwritten); None if singular.
 
     Numerically singular means: Cholesky fails, or the reciprocal condition number
-    (LAPACK ``pocon``) is below machine epsilon.
+    (LAPACK ``pocon``) is below machine epsilon. From ``_SINGLE_THREAD_CHOLESKY``
+    unknowns on, the factorization runs on one BLAS thread (see the comment there).
     """
+    if A.shape[0] >= _SINGLE_THREAD_CHOLESKY:
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=1, user_api="blas"):
+            return _cholesky_solve_threaded(A, rhs)
+    return _cholesky_solve_threaded(A, rhs)
+
+
+def _cholesky_solve_threaded(A, rhs):
     anorm = np.abs(A).sum(axis=0).max()
     try:
         c, lower = linalg.cho_factor(A, lower=False, overwrite_a=True, check_finite=False)

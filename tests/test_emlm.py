@@ -294,3 +294,53 @@ def test_invalid_parameters_name_the_parameter():
         MLM(references="some").fit(X, y)
     with pytest.raises(ValueError, match="multilateration='cubic'"):
         MLM(references=10, multilateration="cubic").fit(X, np.column_stack([y, y]))
+
+
+def test_large_cholesky_runs_on_one_blas_thread(monkeypatch):
+    """From _SINGLE_THREAD_CHOLESKY unknowns on, the factorization sees one BLAS thread
+    (OpenBLAS's threaded dpotrf crashes from n = 15 800 on with two threads)."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from mlmlearn import _linalg
+
+    seen = []
+    real = _linalg.linalg.cho_factor
+
+    def recording(*args, **kwargs):
+        seen.append(max((p["num_threads"] for p in threadpool_info()
+                         if p["user_api"] == "blas"), default=1))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(_linalg.linalg, "cho_factor", recording)
+    monkeypatch.setattr(_linalg, "_SINGLE_THREAD_CHOLESKY", 8)
+    rng = np.random.default_rng(0)
+    with threadpool_limits(limits=2, user_api="blas"):
+        for n in (7, 8):
+            B = rng.normal(size=(n, n))
+            A = B @ B.T + n * np.eye(n)
+            x = _linalg._cholesky_solve(A.copy(), np.ones((n, 1)))
+            np.testing.assert_allclose(A @ x, 1.0, rtol=1e-12)
+    assert seen == [2, 1]
+
+
+@pytest.mark.slow
+def test_emlm_solves_16000_references_with_two_blas_threads(tmp_path):
+    """The size at which OpenBLAS's two-thread Cholesky crashed (SIGSEGV) runs to the end."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import numpy as np\n"
+        "from mlmlearn._linalg import _cholesky_solve\n"
+        "n = 16000\n"
+        "rng = np.random.default_rng(0)\n"
+        "B = rng.normal(size=(n, 64))\n"
+        "A = B @ B.T + n * np.eye(n)\n"
+        "x = _cholesky_solve(A, np.ones((n, 1)))\n"
+        "print(x is not None)\n")
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="2", OMP_NUM_THREADS="2")
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                         text=True, timeout=1800)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "True"
