@@ -7,11 +7,11 @@ here make it fast without changing a single chosen index:
 
 1. **One pair formula.** Every squared distance, wherever it is computed, is
    :func:`squared_distances`' fixed-order sum: the squares ``(x_i - q_i)²`` of
-   the ``d`` differences, zero-padded to the next power of two ``P``, summed by
-   halving (``v[:h] + v[h:2h]`` for ``h = P/2, P/4, …, 1``). Elementwise IEEE
+   the ``d`` differences, zero-padded to the next power of two ``L``, summed by
+   halving (``v[:h] + v[h:2h]`` for ``h = L/2, L/4, …, 1``). Elementwise IEEE
    operations only, so the compiled kernel (numba, when installed) and the
    numpy one give the same bits for a pair whatever rows are computed with it,
-   and its relative error is at most ``(log2 P + 3)·u`` (``u`` the unit
+   and its relative error is at most ``(log2 L + 3)·u`` (``u`` the unit
    roundoff): every term is non-negative.
 2. **Lower bounds that skip rows.** With an orthonormal ``P`` (d×p, p ≪ d, the
    leading principal directions of a subsample), ``y = Pᵀ(x - μ)`` and the
@@ -19,12 +19,16 @@ here make it fast without changing a single chosen index:
    ``||x - r||² = ||Pᵀ(x - r)||² + ||(I - PPᵀ)(x - r)||² ≥ ||y_x - y_r||² + (ρ_x - ρ_r)²``
    (reverse triangle inequality on the residuals). A row whose bound, less a
    rounding margin derived below, reaches its current minimum distance cannot
-   get nearer to the new reference, so its distance is not computed; the
-   running minima — and hence every argmax — are those of the plain loop.
+   get nearer to the new reference (the plain loop lowers a minimum only on a
+   strictly smaller distance), so its distance is not computed; the running
+   minima — and hence every argmax — are those of the plain loop. The bound of
+   the first ``m = ceil(p/4)`` directions (with its own residual) is tried on
+   every row, the bound of all ``p`` on the rows it leaves.
 
 Rounding margin of the bound (first order in ``u``, then doubled). With ``Q``
 the exact orthonormal matrix nearest the computed ``P`` (``||P - Q||₂ ≤ η``,
-``η`` bounded by ``||PᵀP - I||_F`` plus its own rounding), ``c = x - μ`` its
+``η`` bounded by ``||PᵀP - I||_F`` plus its own rounding, as ``|σ - 1| ≤ |σ² - 1|``
+for every singular value σ of ``P``), ``c = x - μ`` its
 centred row and ``ĉ`` the rounded one: the computed ``ŷ`` differs from ``Qᵀc``
 by at most ``e_y = (γ_d·√p·(1 + η) + η + u)·||ĉ||`` (a matrix product, any
 summation order); the computed ``ρ̂² = max(||ĉ||² - ||ŷ||², 0)`` differs from
@@ -67,14 +71,14 @@ def _padded_length(d):
 def _squared_numpy(X, q, rows, out):
     """The pair formula of the module docstring, in numpy (row blocks)."""
     d = X.shape[1]
-    P = _padded_length(d)
-    for block in row_chunks(rows.size, 8 * P, working_memory=_BLOCK_MIB):
+    L = _padded_length(d)
+    for block in row_chunks(rows.size, 8 * L, working_memory=_BLOCK_MIB):
         idx = rows[block]
-        buf = np.zeros((idx.size, P))
+        buf = np.zeros((idx.size, L))
         v = buf[:, :d]
         np.subtract(X[idx], q, out=v)
         np.multiply(v, v, out=v)
-        h = P // 2
+        h = L // 2
         while h >= 1:
             np.add(buf[:, :h], buf[:, h : 2 * h], out=buf[:, :h])
             h //= 2
@@ -86,12 +90,12 @@ def _squared_numpy(X, q, rows, out):
 
 
 def _pair_py(x, q, buf):  # pragma: no cover - compiled by numba
-    """``||x - q||²`` by the module's pair formula; ``buf`` holds ``P/2`` floats."""
+    """``||x - q||²`` by the module's pair formula; ``buf`` holds ``L/2`` floats."""
     d = x.shape[0]
     if d == 1:
         t = x[0] - q[0]
         return t * t
-    h = buf.shape[0]  # P / 2 < d <= P
+    h = buf.shape[0]  # L / 2 < d <= L
     for i in range(d - h):
         a = x[i] - q[i]
         b = x[i + h] - q[i + h]
@@ -217,7 +221,7 @@ def squared_distances(X, q, rows=None, *, compiled=True):
     Returns
     -------
     d2 : ndarray of shape (len(rows),)
-        Relative error at most ``(log2 P + 3)·u`` per entry (``P`` the padded
+        Relative error at most ``(log2 L + 3)·u`` per entry (``L`` the padded
         length), exactly 0 for identical rows.
     """
     rows = np.arange(X.shape[0]) if rows is None else np.asarray(rows, dtype=np.intp)
