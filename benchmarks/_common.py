@@ -17,9 +17,11 @@ def fit_on_random_environments(ff, frames, k, seed=0):
     """Fit ``ff`` on ``k`` environments of each of its atom types drawn from ``frames``.
 
     Returns the fitted force field and the fit's wall time (s). Paper IV keeps its K
-    RS-maximin training points as references; a random draw stands in for them here,
-    as RS-maximin on 2 030-dimensional SOAP rows of tens of thousands of environments
-    is slow.
+    RS-maximin training points as references; a random draw stands in for them here.
+    It was chosen when RS-maximin on 2 030-dimensional SOAP rows of tens of thousands
+    of environments took minutes (it now takes about 1 s,
+    ``benchmarks/bench_rs_maximin.py``) and is kept so that the figures reported with
+    these benchmarks stay comparable.
     """
     import warnings
 
