@@ -12,12 +12,14 @@ pytest.importorskip("numba")
 from scipy.optimize import minimize  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import MinMaxScaler  # noqa: E402
+from sklearn.utils._param_validation import InvalidParameterError  # noqa: E402
 
 from mlmlearn.atoms import SOAP, AtomicEnvironments  # noqa: E402
 from mlmlearn.datasets import load_alkanes  # noqa: E402
 from mlmlearn.oamlm import OAMLM  # noqa: E402
 from mlmlearn.oamlm import _oamlm as oamlm_module  # noqa: E402
 from mlmlearn.oamlm._losses import (  # noqa: E402
+    RESTARTS,
     _kernels,
     _numeric_newton,
     numeric_direction,
@@ -189,23 +191,42 @@ def _never_worse(d, g, r, start, mask, newton, slsqp):
     return fine
 
 
-def _compare_with_slsqp(d, g, r, start, mask):
-    newton = numeric_direction(d, g, r, S1, S2, start, mask=mask)
+def _compare_with_slsqp(d, g, r, start, mask, restarts=RESTARTS):
+    newton = numeric_direction(d, g, r, S1, S2, start, mask=mask, restarts=restarts)
     slsqp = numeric_direction(d, g, r, S1, S2, start, mask=mask, solver="slsqp")
     return _never_worse(d, g, r, start, mask, newton, slsqp)
+
+
+def _filtered_random_problems(noise):
+    d, g, r, start = _random_problems(150, 50, 5, truth_noise=noise)
+    mask = np.random.default_rng(6).random(d.shape) < 0.7
+    mask[:, 0] = True
+    return d, g, r, start, mask
 
 
 @pytest.mark.parametrize("noise", [0.05, None])
 def test_newton_is_never_worse_than_slsqp_on_random_problems(noise):
     """Dot products of a hidden direction plus noise (a deep well, as trained models
-    give) with a random reference filter, and random dot products (a rugged landscape):
-    never higher than SLSQP where both end in one minimum, elsewhere a certified local
-    minimum below the start (see _compare_with_slsqp)."""
-    d, g, r, start = _random_problems(150, 50, 5, truth_noise=noise)
-    mask = np.random.default_rng(6).random(d.shape) < 0.7
-    mask[:, 0] = True
+    give) with a random reference filter, and random dot products (a rugged landscape),
+    at the default restarts: never higher than SLSQP in the deep well; in the rugged
+    landscape never higher but in a few environments where SLSQP found a well none of
+    the starts leads to, and there a certified local minimum below the start (see
+    _never_worse). Measured: 0 of 150 and 4 of 150 (13 of 150 without restarts)."""
+    d, g, r, start, mask = _filtered_random_problems(noise)
     fine = _compare_with_slsqp(d, g, r, start, mask)
-    assert fine.mean() > 0.5  # the comparison is not vacuous
+    if noise is not None:
+        assert fine.all()
+    else:
+        assert fine.mean() >= 0.9
+        assert fine.sum() > _compare_with_slsqp(d, g, r, start, mask, restarts=0).sum()
+
+
+def test_enough_restarts_are_never_worse_than_slsqp():
+    """With eight further starts the solver reaches SLSQP's minimum or a lower one in
+    every environment of the rugged random landscape and of the alkane hydrogens (both
+    with paper III's filter): J(newton) ≤ J(slsqp) + both evaluations' rounding."""
+    d, g, r, start, mask = _filtered_random_problems(None)
+    assert _compare_with_slsqp(d, g, r, start, mask, restarts=8).all()
 
 
 @pytest.fixture(scope="module")
@@ -221,7 +242,7 @@ def real_problems():
     model.fit(train, train.forces)
     captured = []
 
-    def capture(d_c, g, rotated, sigma1, sigma2, start, *, mask=None, solver=None):
+    def capture(d_c, g, rotated, sigma1, sigma2, start, *, mask=None, **kwargs):
         captured.append((d_c, g, rotated, start, mask))
         return np.tile([0.0, 0.0, 1.0], (len(d_c), 1))
 
@@ -236,10 +257,15 @@ def real_problems():
 
 
 def test_newton_is_never_worse_than_slsqp_on_real_environments(real_problems):
+    """Alkane hydrogens with paper III's filter, at the default restarts: J(newton) ≤
+    J(slsqp) + rounding but in under 2 % of the environments (measured 4 of 640; 68 of
+    640 without restarts, where SLSQP's lower minimum was 10 % of the answers), and there
+    a certified local minimum below the start; with eight restarts in every one."""
     d, g, r, start, mask = real_problems
     assert len(d) > 500 and not mask.all()  # the reference filter is in play
     fine = _compare_with_slsqp(d, g, r, start, mask)
-    assert fine.mean() > 0.5  # the comparison is not vacuous
+    assert fine.mean() >= 0.98
+    assert _compare_with_slsqp(d, g, r, start, mask, restarts=8).all()
 
 
 @pytest.mark.parametrize("solver", ["newton", "slsqp"])
@@ -312,10 +338,15 @@ def test_oamlm_predictions_agree_with_the_slsqp_path():
     try:
         v = model.predict(test)
         v_slsqp = model.set_params(numeric_solver="slsqp").predict(test)
+        v_single = model.set_params(numeric_solver="newton", numeric_restarts=0).predict(test)
     finally:
         oamlm_module.numeric_direction = original
-    (args, kwargs, out), (args_s, kwargs_s, out_s) = calls  # one chunk each
+    (args, kwargs, out), (args_s, kwargs_s, out_s), (_, kwargs_0, out_0) = calls  # one chunk each
     assert kwargs["solver"] == "newton" and kwargs_s["solver"] == "slsqp"
+    assert kwargs["restarts"] == RESTARTS and kwargs_0["restarts"] == 0
+    np.testing.assert_array_equal(v_single, out_0)
+    with pytest.raises(InvalidParameterError, match="numeric_restarts"):
+        model.set_params(numeric_restarts=-1).predict(test)
     for a, b in zip(args, args_s, strict=True):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(kwargs["mask"], kwargs_s["mask"])
@@ -351,8 +382,8 @@ def test_compiled_solver_is_its_python_source():
     mask = np.ones(d.shape, bool)
     log_w = np.ascontiguousarray(-((g / S2) ** 2))
     out, n_iter, value = np.empty((6, 3)), np.zeros(6, dtype=np.intp), np.empty(6)
-    _numeric_all_py(d, log_w, r, mask, start, 1 / S1**2, 100, out, n_iter, value)
-    compiled, _, compiled_value = _numeric_newton(d, g, r, S1, S2, start, mask, 100)
+    _numeric_all_py(d, log_w, r, mask, start, 1 / S1**2, 100, 3, out, n_iter, value)
+    compiled, _, compiled_value = _numeric_newton(d, g, r, S1, S2, start, mask, 100, 3)
     for i in range(len(d)):
         _, lam = _certify_local_minimum(out[i], d[i], g[i], r[i])
         w, e = _terms(out[i], d[i], g[i], r[i])
@@ -414,3 +445,81 @@ def test_a_zero_analytic_start_falls_back_to_the_nearest_neighbour():
     np.testing.assert_array_equal(patched[0], nearest[0])
     np.testing.assert_array_equal(patched[1:], analytic[1:])
     assert not np.array_equal(analytic[0], nearest[0])  # the test can tell them apart
+
+
+def _candidate_starts(d, g, r, restarts):
+    """The further starts of restarts, built in numpy: the sphere minimiser of (2.30) with
+    ω = exp(−(g/σ₂)²) (:func:`sphere_direction`), then the references of largest weight
+    (a stable sort: ties to the first)."""
+    from mlmlearn.oamlm._losses import sphere_direction
+
+    log_w = -((g / S2) ** 2)
+    omega = np.exp(log_w - log_w.max(axis=1, keepdims=True))
+    order = np.argsort(-log_w, axis=1, kind="stable")[:, : max(restarts - 1, 0)]
+    refs = np.take_along_axis(r, order[:, :, None], axis=1)
+    return [sphere_direction(omega, d, r)] + list(refs.transpose(1, 0, 2))
+
+
+@pytest.mark.parametrize("restarts", [1, 2, 4])
+def test_restarts_keep_the_lowest_of_separate_runs(restarts):
+    """The multi-start solve against separate single-start runs from each start, built
+    in numpy: per environment the run of lowest J, a later one only where lower by
+    more than both values' rounding (ties to the given start). The same local minimum
+    is reached from a start that differs by rounding: apart by < 1e-6 rad (distinct
+    minima are > 1e-4 rad apart, the solver stops ~1e-10 from one)."""
+    d, g, r, start = _random_problems(120, 40, 16)
+    mask = np.ones(d.shape, bool)
+    v, _, value = _numeric_newton(d, g, r, S1, S2, start, mask, 100, restarts)
+    expect, _, best = _numeric_newton(d, g, r, S1, S2, start, mask, 100, 0)
+    for extra in _candidate_starts(d, g, r, restarts):
+        u, _, f = _numeric_newton(d, g, r, S1, S2, extra, mask, 100, 0)
+        lower = f < best - (40 + 8) * EPS * (np.abs(f) + np.abs(best))
+        expect[lower], best[lower] = u[lower], f[lower]
+    np.testing.assert_allclose(value, best, rtol=0, atol=0 + 4 * (40 + 8) * EPS)
+    assert np.all(np.linalg.norm(v - expect, axis=1) < 1e-6)
+    assert np.any(value < _numeric_newton(d, g, r, S1, S2, start, mask, 100, 0)[2] - 1e-6)
+
+
+def test_more_restarts_never_raise_the_loss():
+    """Each further start can only replace the answer by a lower one: J is non-increasing
+    in restarts, and where no start does better the answer is the single-start one, bit
+    for bit."""
+    d, g, r, start = _random_problems(150, 50, 17)
+    mask = np.random.default_rng(18).random(d.shape) < 0.7
+    mask[:, 0] = True
+    previous, _, before = _numeric_newton(d, g, r, S1, S2, start, mask, 100, 0)
+    for restarts in (1, 2, 3, 5, 8):
+        v, _, value = _numeric_newton(d, g, r, S1, S2, start, mask, 100, restarts)
+        same = np.all(v == previous, axis=1)
+        np.testing.assert_array_equal(value[same], before[same])
+        assert np.all(value[~same] < before[~same])
+        previous, before = v, value
+    np.testing.assert_array_equal(numeric_direction(d, g, r, S1, S2, start, mask=mask,
+                                                    restarts=8), previous)
+
+
+def test_sphere_start_is_sphere_direction():
+    """The compiled minimiser of (2.30) used as a start against :func:`sphere_direction`,
+    in general position (1e-9: both bisect μ to rounding; A's condition is moderate) and
+    in the hard case (d = 0: b = 0, the answer ± the lowest eigenvector of A)."""
+    from mlmlearn.oamlm._losses import sphere_direction
+
+    sphere = _kernels()["sphere"]
+    d, g, r, _ = _random_problems(50, 30, 19)
+    for dots in (d, np.zeros_like(d)):
+        log_w = -((g / S2) ** 2)
+        expect = sphere_direction(np.exp(log_w), dots, r)
+        for i in range(len(d)):
+            v, work = np.zeros(3), np.empty((4, 30))
+            sphere(30, dots[i].copy(), log_w[i].copy(), np.ascontiguousarray(r[i].T), work, v)
+            if dots is d:
+                np.testing.assert_allclose(v, expect[i], rtol=0, atol=1e-9)
+            else:
+                assert abs(abs(v @ expect[i]) - 1) < 1e-9 and abs(np.linalg.norm(v) - 1) < 1e-12
+
+
+def test_restarts_must_be_a_count():
+    d, g, r, start = _random_problems(3, 5, 20)
+    for bad in (-1, 1.5, True, None):
+        with pytest.raises(ValueError, match=f"restarts must be an integer >= 0; got {bad!r}"):
+            numeric_direction(d, g, r, S1, S2, start, restarts=bad)
