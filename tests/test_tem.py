@@ -92,11 +92,13 @@ def test_masked_separable_transform_equals_the_fft_transform(shape, mask_kind):
 
 @pytest.mark.parametrize("shape", [(128, 128), (40, 52), (33, 21), (31, 17), (5, 4), (2, 9)])
 @pytest.mark.parametrize("mask_kind", ["disc", "mirrored random", "random"])
-def test_masked_sums_equal_the_sums_of_the_fft_coefficients(shape, mask_kind):
+@pytest.mark.parametrize("widths", [(1.5, 4.0, 11.0, 30.0), (2.0, 7.0, 19.0), (5.0,)])
+def test_masked_sums_equal_the_sums_of_the_fft_coefficients(shape, mask_kind, widths):
     """cw_ssim's sums Σw_x w_y, Σw_x², Σw_y² without the coefficients (mirror-symmetric
     masks: the folded blocks weighted by the mirrored pixels they stand for, 4, 2 on a
     middle row or column, 1 at the centre) equal those of ricker_transform's
-    coefficients, for even and odd sides; other masks take the general path."""
+    coefficients, for even and odd sides, and numbers of widths that fill the blocks
+    of widths or leave the last one part-full; other masks take the general path."""
     from mlmlearn.applications.tem._cwssim import _masked_sums
 
     rng = np.random.default_rng(sum(shape))
@@ -108,7 +110,7 @@ def test_masked_sums_equal_the_sums_of_the_fft_coefficients(shape, mask_kind):
         mask[0, 0] = True
         if mask_kind == "mirrored random":
             mask = mask | mask[::-1] | mask[:, ::-1] | mask[::-1, ::-1]
-    widths = np.array([1.5, 4.0, 11.0, 30.0])
+    widths = np.array(widths)
     w = ricker_transform(images, widths)[:, :, mask]
     expected = (w[0] * w[1]).sum(1), (w[0] ** 2).sum(1), (w[1] ** 2).sum(1)
     # each sum of n_mask products of coefficients, each rounded relative to its
@@ -117,6 +119,23 @@ def test_masked_sums_equal_the_sums_of_the_fft_coefficients(shape, mask_kind):
     tol = 64 * np.finfo(float).eps * np.prod(shape)
     for got, want in zip(_masked_sums(images, widths, mask), expected, strict=True):
         np.testing.assert_array_less(np.abs(got - want), tol * scale)
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (33, 20)])
+def test_cw_ssim_default_mask_by_shape_equals_the_mask_given(shape):
+    """The default mask's operators, looked up by shape, are those of the same mask
+    passed by the caller (a writeable copy, looked up by its pixels): equal values;
+    and both equal the FFT transform's."""
+    rng = np.random.default_rng(3)
+    a, b = 255 * rng.random((2, *shape))
+    mask = comparison_mask(shape)
+    assert mask.flags.writeable
+    by_shape, given = cw_ssim(a, b), cw_ssim(a, b, mask=mask)
+    assert by_shape == given
+    w = ricker_transform(np.stack([a, b]))[:, :, mask]
+    oracle = ((2 * np.abs((w[0] * w[1]).sum(1)) + 0.01)
+              / ((w[0] ** 2).sum(1) + (w[1] ** 2).sum(1) + 0.01)).mean()
+    assert by_shape == pytest.approx(oracle, rel=1e-9)
 
 
 def test_cw_ssim_matches_the_term_by_term_oracle_is_one_on_itself_and_symmetric():

@@ -43,7 +43,8 @@ class ScaleMismatchWarning(UserWarning):
 
 def _peaks(stack, mask):
     """Largest absolute value over the compared pixels, per image of a stack."""
-    return np.abs(stack[:, mask]).max(axis=1)
+    pixels = np.take(stack.reshape(len(stack), -1), np.flatnonzero(mask), axis=1)
+    return np.abs(pixels, out=pixels).max(axis=1)
 
 
 def _warn_scale_mismatch(peaks_x, names_x, peaks_y, names_y):
@@ -236,62 +237,130 @@ def _masked_sums(images, widths, mask):
     block Y_ab = Σ_t F₊/₋ X_ab G₊/₋ᵀ (the folded factors of :func:`_folded_factors`)
     enters the four mirrored pixels with the signs of a Hadamard pattern, so over
     them Σ w_x w_y = Σ_ab mult · Y_x,ab Y_y,ab (mult the number of distinct mirrored
-    pixels: 4, 2 on a middle row or column, 1 at the centre). Other masks go
-    through :func:`_masked_ricker`. Returns three arrays of shape (n_widths,).
+    pixels: 4, 2 on a middle row or column, 1 at the centre). With Z = √(mult·mask)
+    ∘ Y the three sums of a width are dot products of Z_x and Z_y.
+    Other masks go through :func:`_masked_ricker`.
+
+    The widths are taken ``_WIDTHS_PER_BLOCK`` at a time, through both passes and the
+    dot products, so that a block's factors and intermediates (a few hundred kB at
+    128 px) stay in the core's cache: the row pass is one product per image, fold
+    and block (the block's widths and both terms t stacked in the factor's rows,
+    :func:`_symmetric_operators`), writing each width's (row, t, column) block; the
+    column pass contracts t and the column together, one product per (image, fold,
+    width); then the block's dot products. The operators come from :func:`_sums_plan`.
+    Returns three arrays of shape (n_widths,).
     """
-    rows, cols = mask.shape
-    symmetric = np.array_equal(mask, mask[::-1]) and np.array_equal(mask, mask[:, ::-1])
-    if not symmetric or max(rows, cols) > _SEPARABLE_MAX_SIDE or min(rows, cols) < 2:
+    plan = _sums_plan(widths, mask)
+    if plan is None:
         wx, wy = _masked_ricker(images, widths, mask)
         return tuple(np.einsum("ij,ij->i", u, v) for u, v in ((wx, wy), (wx, wx), (wy, wy)))
+    r_folds, c_folds, root_weight = plan
+    n_w, n_images = len(widths), len(images)
+    n_o, n_c = root_weight.shape
+    parts = _fold_both(images)  # parts[a][b]: (n_images, folded rows a, folded columns b)
+    k = min(_WIDTHS_PER_BLOCK, n_w)
+    # per block: the row pass (image, a, width, o, t, folded column) for each b, then
+    # the coefficient blocks (width, image, ab, o, c)
+    u = [np.empty((n_images, 2, k, n_o, 2, c_fold.shape[1] // 2)) for c_fold in c_folds]
+    y = np.empty((k, n_images, 4, n_o, n_c))
+    sums = np.empty((3, n_w))
+    for j in range(0, n_w, k):
+        m = min(k, n_w - j)
+        for b, c_fold in enumerate(c_folds):
+            u_b = u[b][:, :, :m]
+            n_col = u_b.shape[-1]
+            for a, r_fold in enumerate(r_folds):
+                f = r_fold[j : j + m].reshape(-1, r_fold.shape[2])  # (width · o · t, rows)
+                for i in range(n_images):
+                    np.matmul(f, parts[a][b][i], out=u_b[i, a].reshape(-1, n_col))
+            np.matmul(u_b.reshape(n_images, 2, m, n_o, 2 * n_col), c_fold[j : j + m],
+                      out=y[:m, :, 2 * b : 2 * b + 2].transpose(1, 2, 0, 3, 4))
+        z = y[:m]
+        z *= root_weight
+        for w, (z_x, z_y) in enumerate(z.reshape(m, n_images, -1), start=j):
+            sums[:, w] = np.vdot(z_x, z_y), np.vdot(z_x, z_x), np.vdot(z_y, z_y)
+    return sums[0], sums[1], sums[2]
+
+
+#: Widths per block of :func:`_masked_sums` (its intermediates stay in cache).
+_WIDTHS_PER_BLOCK = 2
+
+
+def _sums_plan(widths, mask):
+    """:func:`_masked_sums`'s operators for these widths and mask, or None where it
+    takes the general path (a mask that is not its own mirror image, images above
+    ``_SEPARABLE_MAX_SIDE`` or below 2 pixels a side). The default mask of a shape
+    (:func:`_default_mask`, read-only) is looked up by shape, without reading it."""
+    rows, cols = mask.shape
+    if max(rows, cols) > _SEPARABLE_MAX_SIDE or min(rows, cols) < 2:
+        return None
     radius = min(int(np.ceil(4.0 * widths.max())), max(rows, cols) - 1)
     key = tuple(widths.tolist()), radius
-    r_plus, r_minus, c_plus, c_minus, weight = _symmetric_operators(
+    if not mask.flags.writeable and mask is _default_mask(mask.shape):
+        return _default_plan(*key, mask.shape)
+    if not (np.array_equal(mask, mask[::-1]) and np.array_equal(mask, mask[:, ::-1])):
+        return None
+    return _symmetric_operators(
         *key, rows, cols, tuple(np.flatnonzero(mask.any(axis=1)).tolist()),
         tuple(np.flatnonzero(mask.any(axis=0)).tolist()), mask.tobytes())
-    n_w, n_images = len(widths), len(images)
-    s, d = _fold_rows(images.transpose(1, 0, 2))  # (·, n_images, cols)
-    n_o, n_c = weight.shape
-    y = np.empty((4, n_w, n_o * n_images, n_c))
-    k = 0
-    for f_row, z in ((r_plus, s), (r_minus, d)):
-        for f_col, part in zip((c_plus, c_minus), _fold_rows(z.transpose(2, 1, 0)),
-                               strict=True):
-            # part: (folded columns, n_images, folded rows) → (folded rows, images · columns)
-            rhs = np.ascontiguousarray(part.transpose(2, 1, 0)).reshape(part.shape[2], -1)
-            a = (f_row.reshape(-1, rhs.shape[0]) @ rhs).reshape(
-                2, n_w, -1, part.shape[0])  # (t, w, o · image, column)
-            np.matmul(a[0], f_col[0], out=y[k])  # Σ over the two terms t
-            y[k] += np.matmul(a[1], f_col[1])
-            k += 1
-    y = y.reshape(4, n_w, n_o, n_images, n_c)
-    yx, yy = y[:, :, :, 0], y[:, :, :, 1]
-    wx = yx * weight
-    return (np.einsum("awoc,awoc->w", wx, yy), np.einsum("awoc,awoc->w", wx, yx),
-            np.einsum("awoc,awoc->w", yy * weight, yy))
+
+
+@functools.lru_cache(maxsize=8)
+def _default_plan(widths, radius, shape):
+    """:func:`_sums_plan` of the default mask of ``shape`` (computed once)."""
+    mask = _default_mask(shape)
+    return _symmetric_operators(
+        widths, radius, *shape, tuple(np.flatnonzero(mask.any(axis=1)).tolist()),
+        tuple(np.flatnonzero(mask.any(axis=0)).tolist()), mask.tobytes())
 
 
 @functools.lru_cache(maxsize=8)
 def _symmetric_operators(widths, radius, rows, cols, row_out, col_out, mask_bytes):
-    """The folded factors of both passes, the terms t outermost, and the weights
-    mult · mask over the first-half block (see :func:`_masked_sums`); read-only."""
+    """The folded factors of both passes and √(mult · mask) over the first-half block
+    (see :func:`_masked_sums`); read-only.
+
+    Returns ``(F₊, F₋)`` of the rows, each (n_widths, o · 2 terms, folded rows);
+    ``(G₊, G₋)`` of the columns, each (n_widths, 2 terms · folded columns, c); and
+    the weights' roots, (o, c).
+    """
     n_w = len(widths)
     r_plus, r_minus, r_half, _ = _folded_factors(widths, radius, rows, row_out, "rows")
     c_plus, c_minus, c_half, _ = _folded_factors(widths, radius, cols, col_out, "columns")
-    r_plus, r_minus = (
-        np.ascontiguousarray(f.reshape(n_w, len(r_half), 2, -1).transpose(2, 0, 1, 3))
-        for f in (r_plus, r_minus))
-    c_plus, c_minus = (
-        np.ascontiguousarray(f.reshape(n_w, 2, -1, len(c_half)).transpose(1, 0, 2, 3))
-        for f in (c_plus, c_minus))
+    r_folds = tuple(f.reshape(n_w, -1, f.shape[1]) for f in (r_plus, r_minus))
     mask = np.frombuffer(mask_bytes, dtype=bool).reshape(rows, cols)
     mult_r = np.where(2 * r_half == rows - 1, 1.0, 2.0)
     mult_c = np.where(2 * c_half == cols - 1, 1.0, 2.0)
-    weight = mask[np.ix_(r_half, c_half)] * mult_r[:, None] * mult_c[None, :]
-    out = r_plus, r_minus, c_plus, c_minus, weight
-    for array in out:
-        array.flags.writeable = False
-    return out
+    root_weight = np.sqrt(mask[np.ix_(r_half, c_half)] * mult_r[:, None] * mult_c[None, :])
+    root_weight.flags.writeable = False
+    return r_folds, (c_plus, c_minus), root_weight
+
+
+def _fold_both(images):
+    """Sums and differences of mirrored rows, then of mirrored columns, of a stack:
+    ``parts[a][b]`` of shape (n_images, ⌈rows/2⌉ or ⌊rows/2⌋, ⌈cols/2⌉ or ⌊cols/2⌋)
+    (a, b = 0 the sums, with the middle row or column of an odd side; 1 the
+    differences), each C-contiguous."""
+    return [_fold_axis(z, 2) for z in _fold_axis(images, 1)]
+
+
+def _fold_axis(x, axis):
+    """:func:`_fold_rows` along ``axis`` of x, into new C-contiguous arrays."""
+    n = x.shape[axis]
+    h = n // 2
+    lo, hi = _slice(x, axis, 0, h), _slice(np.flip(x, axis=axis), axis, 0, h)
+    shape = list(x.shape)
+    shape[axis] = n - h
+    s = np.empty(shape)
+    np.add(lo, hi, out=_slice(s, axis, 0, h))
+    if n % 2:
+        _slice(s, axis, h, h + 1)[...] = _slice(x, axis, h, h + 1)
+    return s, np.subtract(lo, hi)
+
+
+def _slice(x, axis, start, stop):
+    index = [slice(None)] * x.ndim
+    index[axis] = slice(start, stop)
+    return x[tuple(index)]
 
 
 def _fold_rows(x):
@@ -491,9 +560,10 @@ def cw_ssim(image_x, image_y, *, widths=DEFAULT_WIDTHS, k=0.01, mask=None):
     if x.shape != y.shape:
         raise ValueError(f"image_x has shape {x.shape} but image_y {y.shape}")
     mask = _check_mask(mask, x.shape)
-    _warn_scale_mismatch(_peaks(x[None], mask), lambda i: "image_x",
-                         _peaks(y[None], mask), lambda i: "image_y")
-    s = _cw_ssim_real(*_masked_sums(np.stack([x, y]), _check_widths(widths), mask), k)
+    images = np.stack([x, y])
+    peaks = _peaks(images, mask)
+    _warn_scale_mismatch(peaks[:1], lambda i: "image_x", peaks[1:], lambda i: "image_y")
+    s = _cw_ssim_real(*_masked_sums(images, _check_widths(widths), mask), k)
     return float(s.mean())
 
 
