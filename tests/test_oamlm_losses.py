@@ -523,3 +523,28 @@ def test_restarts_must_be_a_count():
     for bad in (-1, 1.5, True, None):
         with pytest.raises(ValueError, match=f"restarts must be an integer >= 0; got {bad!r}"):
             numeric_direction(d, g, r, S1, S2, start, restarts=bad)
+
+
+def test_slsqp_path_lands_on_one_references_circle():
+    """solver="slsqp" where the reference filter keeps one reference: J is least on the
+    whole circle r·v = d, where the Riemannian Hessian has a zero eigenvalue; the
+    polish must stop there, not solve with it (an Au25 hydrogen at K = 1 000 whose
+    Hessian LAPACK factorised as exactly singular, and random ones)."""
+    rng = np.random.default_rng(21)
+    r = rng.normal(size=(30, 1, 3))
+    r /= np.linalg.norm(r, axis=2, keepdims=True)
+    d, g, start = rng.uniform(-0.9, 0.9, (30, 1)), rng.uniform(0, 1, (30, 1)), rng.normal(
+        size=(30, 3))
+    r = np.concatenate([r, [[[0.0812448990161191, 0.8990782410810257, -0.43018319678772854]]]])
+    d = np.concatenate([d, [[0.3578628643623518]]])
+    g = np.concatenate([g, [[0.08998739020154131]]])
+    start = np.concatenate([start, [[-1.0874685, 0.36720032999999996, 0.26154299999999964]]])
+    v = numeric_direction(d, g, r, S1, S2, start, solver="slsqp")
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, rtol=0, atol=4 * EPS)
+    # SLSQP's ftol = 1e-10 on J = −c(1 − (e/σ₁)² + …) puts e within √(2e-10/c) σ₁ where
+    # it saw the well (from a start far out on the flat tail, J ~ 1e-14 c, it stops at once)
+    c = np.exp(-((g[:, 0] / S2) ** 2))
+    e = np.abs(np.einsum("ni,ni->n", v, r[:, 0]) - d[:, 0])
+    near = e <= 2 * S1
+    assert near[-1] and near.mean() > 0.5
+    assert np.all(e[near] <= np.sqrt(2e-10 / c[near]) * S1)

@@ -631,8 +631,9 @@ def _sphere_newton(v, d_c, g, rotated, sigma1, sigma2, *, max_steps=8):
     With e_j = d_c,j − r_j·v and w_j = exp(−(e_j/σ₁)² − (g_j/σ₂)²), J = −Σ w_j has
     ∇J = −(2/σ₁²) Σ w_j e_j r_j and ∇²J = −(2/σ₁²) Σ w_j (2 e_j²/σ₁² − 1) r_j r_jᵀ;
     on the sphere the Hessian is P ∇²J P − (v·∇J) P with P = I − v vᵀ. Steps are
-    taken in the tangent plane while that Hessian is positive definite and J does
-    not rise beyond rounding; otherwise ``v`` is returned as it is.
+    taken in the tangent plane while that Hessian is positive definite (its smaller
+    eigenvalue above 8 ε of the larger: one reference's circle of minima has a zero
+    one) and J does not rise beyond rounding; otherwise ``v`` is returned as it is.
     """
     log_w0 = -((g / sigma2) ** 2)
     shift = log_w0.max() if log_w0.size else 0.0  # J scaled by a constant: same minimiser
@@ -650,7 +651,7 @@ def _sphere_newton(v, d_c, g, rotated, sigma1, sigma2, *, max_steps=8):
         h = basis.T @ hess @ basis - (v @ grad) * np.eye(2)
         gt = basis.T @ grad
         lam, vec = np.linalg.eigh(h)
-        if not lam[0] > 0:
+        if not lam[0] > 8 * np.finfo(float).eps * abs(lam[1]):  # not definite to rounding
             break
         step = -basis @ (vec @ ((vec.T @ gt) / lam))
         trial = v + step
