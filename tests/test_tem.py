@@ -90,15 +90,18 @@ def test_masked_separable_transform_equals_the_fft_transform(shape, mask_kind):
     np.testing.assert_allclose(got, expected, rtol=0, atol=64 * np.finfo(float).eps * scale)
 
 
-@pytest.mark.parametrize("shape", [(128, 128), (40, 52), (33, 21), (31, 17), (5, 4), (2, 9)])
+@pytest.mark.parametrize(
+    "shape", [(128, 128), (40, 52), (33, 21), (31, 17), (5, 4), (2, 9), (337, 24)]
+)
 @pytest.mark.parametrize("mask_kind", ["disc", "mirrored random", "random"])
 @pytest.mark.parametrize("widths", [(1.5, 4.0, 11.0, 30.0), (2.0, 7.0, 19.0), (5.0,)])
 def test_masked_sums_equal_the_sums_of_the_fft_coefficients(shape, mask_kind, widths):
     """cw_ssim's sums Σw_x w_y, Σw_x², Σw_y² without the coefficients (mirror-symmetric
     masks: the folded blocks weighted by the mirrored pixels they stand for, 4, 2 on a
     middle row or column, 1 at the centre) equal those of ricker_transform's
-    coefficients, for even and odd sides, and numbers of widths that fill the blocks
-    of widths or leave the last one part-full; other masks take the general path."""
+    coefficients, for even and odd sides (337 px: above the general path's separable
+    limit), and numbers of widths that fill the blocks of widths or leave the last one
+    part-full; other masks take the general path."""
     from mlmlearn.applications.tem._cwssim import _masked_sums
 
     rng = np.random.default_rng(sum(shape))

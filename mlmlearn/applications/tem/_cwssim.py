@@ -149,11 +149,15 @@ def _kernel_spectra(widths, radius, shape):
     return spectra
 
 
-#: Largest image side transformed by separable matrix products in :func:`cw_ssim`; their
-#: cost grows as the side cubed, the FFT's as its square (times a log). Measured on one
-#: core for two images and ten widths: 32 ms against 106 ms at 256 px, 100 against 90 ms
-#: at 384 px.
+#: Largest image side transformed by separable matrix products in :func:`_masked_ricker`;
+#: their cost grows as the side cubed, the FFT's as its square (times a log). Measured on
+#: one core for two images and ten widths: 32 ms against 106 ms at 256 px, 100 against
+#: 90 ms at 384 px.
 _SEPARABLE_MAX_SIDE = 320
+#: The same for the mirror-symmetric masks of :func:`_masked_sums`, whose products are
+#: blocked for the cache: 47 against 71 ms at 320 px, 80 against 91 at 384, 111 against
+#: 203 at 448, 135 against 140 at 480, 177 against 165 at 512 (loaded machine).
+_SUMS_MAX_SIDE = 448
 #: Widths per pass of :func:`_masked_ricker`'s products.
 _WIDTHS_PER_PASS = 2
 
@@ -241,8 +245,8 @@ def _masked_sums(images, widths, mask):
     ∘ Y the three sums of a width are dot products of Z_x and Z_y.
     Other masks go through :func:`_masked_ricker`.
 
-    The widths are taken ``_WIDTHS_PER_BLOCK`` at a time, through both passes and the
-    dot products, so that a block's factors and intermediates (a few hundred kB at
+    The widths are taken a block at a time (``_BLOCK_BYTES``), through both passes and
+    the dot products, so that a block's factors and intermediates (a few hundred kB at
     128 px) stay in the core's cache: the row pass is one product per image, fold
     and block (the block's widths and both terms t stacked in the factor's rows,
     :func:`_symmetric_operators`), writing each width's (row, t, column) block; the
@@ -258,7 +262,11 @@ def _masked_sums(images, widths, mask):
     n_w, n_images = len(widths), len(images)
     n_o, n_c = root_weight.shape
     parts = _fold_both(images)  # parts[a][b]: (n_images, folded rows a, folded columns b)
-    k = min(_WIDTHS_PER_BLOCK, n_w)
+    # doubles a width adds to a block: its row and column factors, row-pass results
+    # (of one column fold) and coefficient blocks
+    rows, cols = images.shape[1:]
+    per_width = 2 * n_o * rows + 2 * cols * n_c + 2 * n_images * n_o * (cols + 2 * n_c)
+    k = max(1, min(n_w, int(_BLOCK_BYTES // (8 * per_width))))
     # per block: the row pass (image, a, width, o, t, folded column) for each b, then
     # the coefficient blocks (width, image, ab, o, c)
     u = [np.empty((n_images, 2, k, n_o, 2, c_fold.shape[1] // 2)) for c_fold in c_folds]
@@ -282,17 +290,19 @@ def _masked_sums(images, widths, mask):
     return sums[0], sums[1], sums[2]
 
 
-#: Widths per block of :func:`_masked_sums` (its intermediates stay in cache).
-_WIDTHS_PER_BLOCK = 2
+#: Bytes of factors and intermediates per block of widths in :func:`_masked_sums`, so
+#: that they stay in a core's cache (2 MB of L2 where measured): two widths at 128 px,
+#: one from 160 px on.
+_BLOCK_BYTES = 1.5e6
 
 
 def _sums_plan(widths, mask):
     """:func:`_masked_sums`'s operators for these widths and mask, or None where it
     takes the general path (a mask that is not its own mirror image, images above
-    ``_SEPARABLE_MAX_SIDE`` or below 2 pixels a side). The default mask of a shape
+    ``_SUMS_MAX_SIDE`` or below 2 pixels a side). The default mask of a shape
     (:func:`_default_mask`, read-only) is looked up by shape, without reading it."""
     rows, cols = mask.shape
-    if max(rows, cols) > _SEPARABLE_MAX_SIDE or min(rows, cols) < 2:
+    if max(rows, cols) > _SUMS_MAX_SIDE or min(rows, cols) < 2:
         return None
     radius = min(int(np.ceil(4.0 * widths.max())), max(rows, cols) - 1)
     key = tuple(widths.tolist()), radius
