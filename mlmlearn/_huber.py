@@ -148,7 +148,21 @@ def huber_regression(X, Y, *, epsilon=1.35, alpha=1e-4, fit_intercept=True, max_
         return _huber_regression(X, Y, epsilon, alpha, fit_intercept, max_iter, tol, verbose)
 
 
-def _huber_regression(X, Y, epsilon, alpha, fit_intercept, max_iter, tol, verbose):
+def _use_dense(n, P, dense):
+    """Whether to solve each column's Newton model exactly (:meth:`_HuberProblem.dense_direction`).
+
+    Per column and iteration that costs ``n P² + P³/3`` flops against about
+    ``2 · max_cg · n P`` for the batched conjugate gradients; it is chosen
+    when it costs at most three times as much, as it needs far fewer iterations
+    (measured: distance designs 60×30, 200×100, 400×200 in 17–30 iterations
+    against 80–150).
+    """
+    if dense is not None:
+        return dense
+    return n * P * P + P**3 / 3 <= 3 * 2 * 40 * n * P
+
+
+def _huber_regression(X, Y, epsilon, alpha, fit_intercept, max_iter, tol, verbose, dense=None):
     """:func:`huber_regression` on validated float arrays, ``Y`` 2-D."""
     n, m = X.shape
     Z, x_shift, x_scale = _standardise(X, fit_intercept)
@@ -172,7 +186,8 @@ def _huber_regression(X, Y, epsilon, alpha, fit_intercept, max_iter, tol, verbos
                          assume_a="pos", check_finite=False)
     sigma = optimal_scale(Yc - A @ theta, epsilon)
     sigma_ref = float(np.median(sigma))
-    problem.set_metric(G + np.diag(alpha * sigma_ref * pen + 1e-10 * jitter))
+    problem.set_metric(G + np.diag(alpha * sigma_ref * pen + 1e-10 * jitter), 1e-10 * jitter)
+    dense = _use_dense(n, P, dense)
 
     active = np.arange(Y.shape[1])
     damping = np.full(Y.shape[1], 1e-2)
@@ -192,8 +207,11 @@ def _huber_regression(X, Y, epsilon, alpha, fit_intercept, max_iter, tol, verbos
             n_iter += 1
             th, sg, Ya = theta[:, active], sigma[active], Yc[:, active]
             mu = damping[active]
-            dth = problem.newton_direction(state, sg, mu)
-            new_th, moved, full = problem.line_search(th, sg, Ya, dth, state)
+            if dense:
+                dth = problem.dense_direction(state, sg, mu)
+            else:
+                dth = problem.newton_direction(state, sg, mu)
+            new_th, moved, full = problem.line_search(th, sg, Ya, dth, state, reduced=dense)
             damping[active] = np.clip(np.where(full, mu / 4.0, mu * 4.0), 1e-8, 1e8)
             theta[:, active] = new_th
             # σ has a closed-form minimiser given the residuals (block coordinate descent)
@@ -309,12 +327,13 @@ def _at_lower_bound(sigma):
 class _State:
     """Residual quantities of a batch of columns at one point."""
 
-    def __init__(self, inlier, loss, g_theta, g_sigma):
+    def __init__(self, inlier, loss, g_theta, g_sigma, residual):
         self.inlier, self.loss, self.g_theta, self.g_sigma = inlier, loss, g_theta, g_sigma
+        self.residual = residual
 
     def subset(self, keep):
         return _State(self.inlier[:, keep], self.loss[keep], self.g_theta[:, keep],
-                      self.g_sigma[keep])
+                      self.g_sigma[keep], self.residual[:, keep])
 
     def converged(self, tol, sigma):
         g_sigma = self.g_sigma.copy()
@@ -331,11 +350,11 @@ class _HuberProblem:
         self.A, self.eps, self.alpha, self.pen = A, epsilon, alpha, pen
         self.n = A.shape[0]
 
-    def set_metric(self, gram_reg):
+    def set_metric(self, gram_reg, jitter):
         """``AᵀA + ασ̄E``: the all-inlier Hessian (up to 2/σ) and, inverted once as an
         explicit matrix, the preconditioner — one GEMM per CG step (two triangular
         solves per step were 10x slower with threaded BLAS at small sizes)."""
-        self.gram_reg = gram_reg
+        self.gram_reg, self.jitter = gram_reg, jitter
         self.pre = linalg.cho_solve(linalg.cho_factor(gram_reg, check_finite=False),
                                     np.eye(gram_reg.shape[0]), check_finite=False)
 
@@ -389,6 +408,11 @@ class _HuberProblem:
             kink = np.abs(r) <= self.eps * sigma[col]
             b = (2.0 * self.alpha * self.pen * theta[:, col]
                  - self.A[~kink].T @ (2.0 * self.eps * np.sign(r[~kink])))
+            # |A_kinkᵀψ| ≤ 2ε Σ|a| component by component: a column failing this
+            # necessary condition is not optimal, without the bounded least squares
+            reach = 2.0 * self.eps * np.abs(self.A[kink]).sum(axis=0)
+            if np.any(np.abs(b) > reach + floor):
+                continue
             if kink.any():
                 psi = lsq_linear(self.A[kink].T, b, bounds=(-2 * self.eps, 2 * self.eps)).x
                 b = b - self.A[kink].T @ psi
@@ -416,7 +440,7 @@ class _HuberProblem:
         psi = np.where(inlier, 2.0 * R / sigma, 2.0 * self.eps * np.sign(R))
         g_theta = -(self.A.T @ psi) + 2.0 * self.alpha * self.pen[:, None] * theta
         g_sigma = self.n - n_out * self.eps**2 - sq / sigma**2
-        return _State(inlier, loss, g_theta, g_sigma)
+        return _State(inlier, loss, g_theta, g_sigma, R)
 
     def newton_direction(self, state, sigma, mu, rtol=1e-2, max_cg=20):
         """Batched PCG on ``(H_θθ + μ M) dθ = -g_θ`` at fixed σ, per column to ``rtol·|g|``.
@@ -463,8 +487,74 @@ class _HuberProblem:
             x[:, none] = precondition(-state.g_theta[:, none])
         return x
 
-    def line_search(self, theta, sigma, Y, dth, state, c1=1e-4, max_halvings=40):
-        """Backtracking Armijo step in θ per column at fixed σ.
+    def dense_direction(self, state, sigma, mu):
+        """Per column, the joint Newton step in (θ, σ), its model formed column by column.
+
+        Scaled by σ/2, the Hessian of f in (θ, σ) on the current inlier set I is
+        ``[[AᵀΩA + ασE + J, A_Iᵀz_I], [z_Iᵀ A_I, z_Iᵀz_I]]`` with ``z = r/σ``; the
+        step solves it against ``-(σ/2)(g_θ, g_σ)``. Ω weighs the inliers 1 and
+        an outlier ``min(μ, 1) ε σ / |r|``, that fraction of its IRLS weight (the
+        curvature of the quadratic majorising the Huber loss at r): μ → 0 gives
+        the semismooth Newton step; beyond 1 the all-inlier metric
+        ``AᵀA + ασ̄E`` is added with weight μ - 1, as in
+        :meth:`newton_direction`. J is the metric's jitter, never on the
+        intercept. With σ at its lower bound and ``g_σ > 0`` the step is in θ
+        alone. As σ is then set to its optimum given θ, ``g_σ = 0`` at every
+        step and the θ part is the Newton step on ``min_σ f`` — which the
+        alternating θ-step/σ-update of :meth:`newton_direction` converges to
+        only linearly. One (P+1)×(P+1) Cholesky factor per column: used when P
+        is small (see :func:`_use_dense`). Columns whose factorisation fails
+        get the conjugate-gradient direction.
+        """
+        P = self.A.shape[1]
+        grad = state.g_theta
+        dth = np.empty_like(grad)
+        failed = []
+        frac = np.minimum(mu, 1.0)
+        extra = np.maximum(mu - 1.0, 0.0)
+        free = ~(_at_lower_bound(sigma) & (state.g_sigma > 0))
+        for k in range(grad.shape[1]):
+            r = state.residual[:, k]
+            inl = state.inlier[:, k]
+            with np.errstate(divide="ignore"):
+                w = np.where(inl, 1.0, frac[k] * self.eps * sigma[k] / np.abs(r))
+            H = np.zeros((P + 1, P + 1))
+            Htt = H[:P, :P]
+            Htt += (self.A.T * w) @ self.A
+            Htt.flat[:: P + 1] += self.alpha * sigma[k] * self.pen + self.jitter
+            if extra[k]:
+                Htt += extra[k] * self.gram_reg
+            rhs = np.empty(P + 1)
+            rhs[:P] = -0.5 * sigma[k] * grad[:, k]
+            if free[k]:
+                z = np.where(inl, r / sigma[k], 0.0)
+                H[:P, P] = H[P, :P] = self.A.T @ z
+                H[P, P] = z @ z
+                rhs[P] = -0.5 * sigma[k] * state.g_sigma[k]
+            else:
+                H[P, P] = 1.0
+                rhs[P] = 0.0
+            try:
+                factor = linalg.cho_factor(H, check_finite=False)
+            except linalg.LinAlgError:
+                failed.append(k)
+                continue
+            dth[:, k] = linalg.cho_solve(factor, rhs, check_finite=False)[:P]
+        if failed:
+            failed = np.asarray(failed)
+            dth[:, failed] = self.newton_direction(state.subset(failed), sigma[failed],
+                                                   mu[failed])
+        return dth
+
+    def line_search(self, theta, sigma, Y, dth, state, c1=1e-4, max_halvings=40,
+                    reduced=False):
+        """Backtracking Armijo step in θ per column, at fixed σ or on ``min_σ f``.
+
+        With ``reduced``, every trial θ is scored with σ at its optimum
+        (:func:`optimal_scale`): the line search is on ``F(θ) = min_σ f(θ, σ)``,
+        convex, whose gradient at the current point is ``g_θ`` (σ being optimal
+        there, ``g_σ = 0``), the function the joint Newton step of
+        :meth:`dense_direction` models.
 
         Near the optimum the decrease a Newton step promises, ``-gᵀdθ``, falls
         below the rounding of the objective (``γ_{n+P+4}·f``, every term of f
@@ -485,7 +575,8 @@ class _HuberProblem:
         taken = np.zeros(sigma.size, dtype=bool)
         if flat.size:
             th = theta[:, flat] + dth[:, flat]
-            trial = self.evaluate(th, sigma[flat], Y[:, flat])
+            sg = self._scale(th, sigma[flat], Y[:, flat], reduced)
+            trial = self.evaluate(th, sg, Y[:, flat])
             better = (np.abs(trial.g_theta).max(axis=0)
                       < np.abs(state.g_theta[:, flat]).max(axis=0))
             new_theta[:, flat[better]] = th[:, better]
@@ -496,7 +587,8 @@ class _HuberProblem:
                 break
             tp = t[pending]
             th = theta[:, pending] + tp * dth[:, pending]
-            loss = self.loss(th, sigma[pending], Y[:, pending])
+            sg = self._scale(th, sigma[pending], Y[:, pending], reduced)
+            loss = self.loss(th, sg, Y[:, pending])
             ok = loss <= state.loss[pending] + c1 * tp * slope[pending]
             new_theta[:, pending[ok]] = th[:, ok]
             pending = pending[~ok]
@@ -505,3 +597,7 @@ class _HuberProblem:
         moved[pending] = False
         moved[slope >= 0] = False
         return new_theta, moved, t == 1.0
+
+    def _scale(self, theta, sigma, Y, reduced):
+        """σ of a trial point: the current one, or with ``reduced`` its optimum."""
+        return optimal_scale(Y - self.A @ theta, self.eps) if reduced else sigma
