@@ -260,7 +260,7 @@ def _masked_sums(images, widths, mask):
         return tuple(np.einsum("ij,ij->i", u, v) for u, v in ((wx, wy), (wx, wx), (wy, wy)))
     r_folds, c_folds, root_weight = plan
     n_w, n_images = len(widths), len(images)
-    n_o, n_c = root_weight.shape
+    n_o, n_c = root_weight.shape[1:]
     parts = _fold_both(images)  # parts[a][b]: (n_images, folded rows a, folded columns b)
     # doubles a width adds to a block: its row and column factors, row-pass results
     # (of one column fold) and coefficient blocks
@@ -283,9 +283,9 @@ def _masked_sums(images, widths, mask):
                     np.matmul(f, parts[a][b][i], out=u_b[i, a].reshape(-1, n_col))
             np.matmul(u_b.reshape(n_images, 2, m, n_o, 2 * n_col), c_fold[j : j + m],
                       out=y[:m, :, 2 * b : 2 * b + 2].transpose(1, 2, 0, 3, 4))
-        z = y[:m]
-        z *= root_weight
-        for w, (z_x, z_y) in enumerate(z.reshape(m, n_images, -1), start=j):
+        z = y[:m].reshape(m, n_images, -1)
+        z *= root_weight.reshape(-1)
+        for w, (z_x, z_y) in enumerate(z, start=j):
             sums[:, w] = np.vdot(z_x, z_y), np.vdot(z_x, z_x), np.vdot(z_y, z_y)
     return sums[0], sums[1], sums[2]
 
@@ -331,7 +331,7 @@ def _symmetric_operators(widths, radius, rows, cols, row_out, col_out, mask_byte
 
     Returns ``(F₊, F₋)`` of the rows, each (n_widths, o · 2 terms, folded rows);
     ``(G₊, G₋)`` of the columns, each (n_widths, 2 terms · folded columns, c); and
-    the weights' roots, (o, c).
+    the weights' roots, (o, c), repeated for the four folds ab: (4, o, c).
     """
     n_w = len(widths)
     r_plus, r_minus, r_half, _ = _folded_factors(widths, radius, rows, row_out, "rows")
@@ -341,6 +341,8 @@ def _symmetric_operators(widths, radius, rows, cols, row_out, col_out, mask_byte
     mult_r = np.where(2 * r_half == rows - 1, 1.0, 2.0)
     mult_c = np.where(2 * c_half == cols - 1, 1.0, 2.0)
     root_weight = np.sqrt(mask[np.ix_(r_half, c_half)] * mult_r[:, None] * mult_c[None, :])
+    # repeated, so that the weighting is one flat product per image and width
+    root_weight = np.ascontiguousarray(np.broadcast_to(root_weight, (4, *root_weight.shape)))
     root_weight.flags.writeable = False
     return r_folds, (c_plus, c_minus), root_weight
 
