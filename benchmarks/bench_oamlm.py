@@ -3,6 +3,7 @@ the numeric loss (2.29): the compiled Newton solver against per-environment SLSQ
 
     OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python benchmarks/bench_oamlm.py [--k 2500]
     python benchmarks/bench_oamlm.py --numeric-only [--numeric-k 1000 --n-numeric 5400]
+        [--n-slsqp 5400 --restarts 0,1,2,4,8]
 
 Environments are Au25(SCH3)18⁻ frames (bundled, GFN1-xTB MD) for paper IV's rules per
 atom type, and paper III's PermutationAlignment(4) on the same carbons and hydrogens. For each,
@@ -16,13 +17,15 @@ tblite when installed). The alignment kernel alone, against a batched numpy SVD,
 The numeric-loss section fits an OAMLM (loss="numeric", nearest-neighbour start) on K Au25
 hydrogen environments (all of them references, GoldThiolateAlignment) and captures the inputs
 of (2.29) for the 5 400 hydrogens of the held-out frames, then solves them twice: over the
-references that pass paper III's filter g ≤ d_g, and over all references (paper IV). It times
-the compiled Newton solver on all environments (CPU time, best of 3, one BLAS thread) and paper
-III's SLSQP loop (``solver="slsqp"``) on an evenly spaced subset, extrapolated per environment,
-and compares the two on that subset: J(newton) − J(slsqp), the angle between the solutions,
-and how often the Newton answer is equal or lower (within the evaluations' rounding); where
-it is higher, SLSQP has ended in another well (it leaves the sphere on its way), and the
-Newton answer is checked to be a local minimum no higher than the start.
+references that pass paper III's filter g ≤ d_g, and over all references (paper IV). It runs
+paper III's SLSQP loop (``solver="slsqp"``) on all of them (``--n-slsqp``: an evenly spaced
+subset, the time extrapolated per environment), then for each number of further starts
+(``--restarts``, ``numeric_restarts``) times the compiled Newton solver on all environments
+(CPU time, best of 3, one BLAS thread) and compares it with SLSQP: the time ratio, in how many
+environments J(newton) is higher or lower than J(slsqp) beyond both evaluations' rounding,
+and the mean and largest J(newton) − J(slsqp). Where it is higher, SLSQP has ended in a well
+(it leaves the sphere on its way) that none of the starts leads to, and the Newton answer is
+checked to be a local minimum no higher than the start.
 """
 
 import argparse
@@ -133,8 +136,11 @@ def _compare_solvers(label, d, g, r, start, mask, s1, s2, n_slsqp, restarts_list
                                     solver="slsqp")
         t_slsqp = (time.process_time() - t0) / len(sub) * n
     print(f" {label}: references kept per environment, mean {mask.sum(axis=1).mean():.0f}")
+    scale = np.mean([abs(numeric_loss(v_slsqp[row], d[i, mask[i]], g[i, mask[i]],
+                                      r[i, mask[i]], s1, s2)[0]) for row, i in enumerate(sub)])
     print(f"  SLSQP loop: {t_slsqp:.2f} s (measured on {len(sub)} environments, extrapolated "
-          f"to {n}); compiled Newton, CPU time best of 3, against it on the {len(sub)}:")
+          f"to {n}; mean |J| {scale:.3g}); compiled Newton, CPU time best of 3, against it "
+          f"on the {len(sub)}:")
     print(f"  {'restarts':>8} {'Newton s':>9} {'ratio':>7} {'higher':>8} {'lower':>8} "
           f"{'mean dJ':>9} {'max dJ':>9} {'certified':>9}")
     eps = np.finfo(float).eps
@@ -184,7 +190,7 @@ def main(argv=None):
     parser.add_argument("--numeric-k", type=int, default=1000)
     parser.add_argument("--n-numeric", type=int, default=5400,
                         help="environments of the numeric-loss section (Au25 hydrogens)")
-    parser.add_argument("--n-slsqp", type=int, default=400,
+    parser.add_argument("--n-slsqp", type=int, default=5400,
                         help="of them, solved by the SLSQP loop (time extrapolated)")
     parser.add_argument("--restarts", default="0,1,2,4,8",
                         help="the numeric solver's further starts to compare, comma-separated")

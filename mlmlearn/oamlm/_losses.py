@@ -133,11 +133,11 @@ def numeric_direction(d_c, g, rotated, sigma1, sigma2, start, *, mask=None, solv
     the answer is never higher than the single-start one. On Au25 hydrogens at
     K = 1 000 (5 400 environments) the single-start answer is higher than
     ``"slsqp"``'s in 184 (paper III's filter) and 102 (all references); with one
-    restart in 7 and 8, two 5 and 6, four 3 and 5, while 54×/37×, 41×/27× and
-    27×/16× faster than ``"slsqp"`` (84×/63× single-start; one core, shared
-    machine); on alkane hydrogens (K = 150) 68 → 4 → 2 → 1 of 640 with the filter
-    (``benchmarks/bench_oamlm.py``). Where one stays higher, SLSQP found a well none
-    of the starts leads to.
+    restart in 7 and 8, two 5 and 6, four 3 and 5, while 37–54×/34–37×, 30–41×/
+    26× and 22–27×/16–17× faster than ``"slsqp"`` (50–84×/49–63× single-start; one
+    core, two runs on a shared machine); on alkane hydrogens (K = 150) 68 → 4 → 2
+    → 1 of 640 with the filter (``benchmarks/bench_oamlm.py``). Where one stays
+    higher, SLSQP found a well none of the starts leads to.
 
     ``mask`` (n, K) restricts each sum to the accepted references Γ. References
     whose weight exp(−(g/σ₂)²) is below 1e-16 of the largest are dropped (their

@@ -99,9 +99,9 @@ class OAMLM(MultiOutputMixin, BaseEstimator):
         - ``"newton"``: compiled Riemannian Newton steps on the sphere, every
           accepted step lowering J, to the local minimum below the start (to
           rounding), and again from ``numeric_restarts`` further starts, keeping
-          the lowest minimum; 54× (paper III's filter) and 37× (all references)
-          faster than SLSQP at K = 1 000 with the default restart (one core,
-          ``benchmarks/bench_oamlm.py``).
+          the lowest minimum; 37–54× (paper III's filter) and 34–37× (all
+          references) faster than SLSQP at K = 1 000 with the default restart (one
+          core, ``benchmarks/bench_oamlm.py``).
         - ``"slsqp"``: paper III's SLSQP with the constraint ``v·v = 1``, one
           environment at a time, then the same Newton steps to the local minimum
           it ends near (SLSQP alone stops up to √(2 ftol/curvature) rad away).
