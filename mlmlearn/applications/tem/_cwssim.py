@@ -245,9 +245,9 @@ def _masked_sums(images, widths, mask):
     ∘ Y the three sums of a width are dot products of Z_x and Z_y.
     Other masks go through :func:`_masked_ricker`.
 
-    The widths are taken a block at a time (``_BLOCK_BYTES``), through both passes and
-    the dot products, so that a block's factors and intermediates (a few hundred kB at
-    128 px) stay in the core's cache: the row pass is one product per image, fold
+    The widths are taken a block at a time, through both passes and the dot products,
+    so that a block's factors and intermediates (up to ``_BLOCK_BYTES``; about 0.7 MB a
+    width at 128 px) stay in the core's cache: the row pass is one product per image, fold
     and block (the block's widths and both terms t stacked in the factor's rows,
     :func:`_symmetric_operators`), writing each width's (row, t, column) block; the
     column pass contracts t and the column together, one product per (image, fold,
