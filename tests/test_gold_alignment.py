@@ -1,5 +1,6 @@
 """Paper IV's gold-thiolate alignment rules, and the OAMLM's equivariance with both strategies."""
 
+import functools
 import itertools
 
 import numpy as np
@@ -869,3 +870,51 @@ def test_batched_candidate_rotations_equal_one_at_a_time_bit_for_bit(max_newton,
         out.append((R, g))
     np.testing.assert_array_equal(out[0][0], out[1][0])
     np.testing.assert_array_equal(out[0][1], out[1][1])
+
+
+@functools.cache
+def _compiled_nn_sums():
+    import numba
+
+    from mlmlearn.oamlm import _gold_thiolate
+
+    return (numba.njit(_gold_thiolate._nn_outer_py), numba.njit(_gold_thiolate._nn_accuracy_py))
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), nx=st.integers(2, 13), ny=st.integers(2, 13),
+       noise=st.sampled_from([0.0, 1e-9, 0.05, 1.0]), duplicate=st.booleans())
+def test_outer_first_nearest_neighbour_sum_equals_the_plain_one(seed, nx, ny, noise,
+                                                                 duplicate):
+    """_nn_outer_py (stopping test on the outer points first) against the plain sum
+    _nn_accuracy_py, pure Python and compiled: without a limit, or with one the full sum
+    does not exceed, the same bits; stopped, a value above the limit and at most the full
+    sum (what the core loop relies on). Limits a few ulps below the full sum probe the
+    rounding margin of the stopping test; inputs near the rotated reference (noise 0,
+    1e-9) and duplicated points give near and exact ties of the least distances."""
+    from mlmlearn.oamlm import _gold_thiolate
+
+    rng = np.random.default_rng(seed)
+    x = np.zeros((13, 3))
+    x[1:nx] = rng.normal(scale=2.8, size=(nx - 1, 3))
+    if duplicate and nx > 2:
+        x[nx - 1] = x[1]
+    Q = Rotation.random(random_state=rng.integers(2**31)).as_matrix()
+    y = np.zeros((13, 3))
+    m = min(nx, ny)
+    y[1:m] = x[1:m] @ Q.T + noise * rng.normal(size=(m - 1, 3))
+    y[m:ny] = rng.normal(scale=2.8, size=(ny - m, 3))
+    outer_c, plain_c = _compiled_nn_sums()
+    work = np.empty((13, 4))
+    full = _gold_thiolate._nn_accuracy_py(x, nx, y, ny, Q, work, np.inf)
+    assert plain_c(x, nx, y, ny, Q, work, np.inf) == full
+    eps = np.finfo(float).eps
+    limits = [np.inf, full, 2 * full, full * (1 - eps), full * (1 - 64 * eps), 0.5 * full,
+              0.05 * full, 0.0]
+    for limit in limits:
+        for outer in (_gold_thiolate._nn_outer_py, outer_c):
+            r = outer(x, nx, y, ny, Q, work, limit)
+            if full <= limit:
+                assert r == full
+            else:
+                assert r == full or limit < r <= full

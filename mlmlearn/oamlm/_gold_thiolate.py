@@ -419,10 +419,12 @@ def _core_kernel():
 
 
 @functools.cache
-def _compile(batched=True):
+def _compile(batched=True, outer=True):
     """The compiled core loop; ``batched=False`` aligns the candidates one at a time
     (:func:`_rotations_each_py`), the loop before their Newton iterations were
-    interleaved (the benchmark's reference)."""
+    interleaved, and ``outer=False`` sums the nearest neighbours in the plain order
+    (:func:`_nn_accuracy_py`), the loop before :func:`_nn_outer_py` (the benchmark's
+    references)."""
     compiled = kernels()  # raises naming the extra when numba is missing
     numba = import_optional("numba", purpose="the gold-thiolate alignment kernel")
     jit = numba.njit(cache=True, nogil=True)
@@ -436,12 +438,12 @@ def _compile(batched=True):
         _triangle_error=jit(with_globals(_triangle_error_py, _arccos_error=arccos_error)),
         _triangle_error_cap=jit(_triangle_error_cap_py),
         _may_tie=jit(_may_tie_py),
-        _nn_accuracy=jit(_nn_accuracy_py),
+        _nn=jit(_nn_outer_py if outer else _nn_accuracy_py),
         _nn_bound=jit(with_globals(_nn_bound_py, _rotation_bound=compiled["rotation_bound"])),
     )
     # numba's disk cache keys on the function, not on the globals it was handed: only
     # the package's own variant is cached
-    return numba.njit(cache=batched, nogil=True)(core)
+    return numba.njit(cache=batched and outer, nogil=True)(core)
 
 
 def _triangle_py(a, b, out):  # pragma: no cover - compiled by numba
@@ -583,6 +585,75 @@ def _nn_accuracy_py(x, nx, y, ny, R, rx, limit):  # pragma: no cover - compiled 
         total += best
         if total > limit:
             return total
+    return total
+
+
+def _nn_outer_py(x, nx, y, ny, R, work, limit):  # pragma: no cover - compiled by numba
+    """:func:`_nn_accuracy_py`, its stopping test on the outer points first: the same result.
+
+    The least squared distances of the larger set's points (the reference's rotated by R
+    into ``work`` (≥ (nx, 4)), by the same expression) are the plain loop's to the last
+    bit: each e₀² + e₁² + e₂² left to right is its 0 + e₀² + e₁² + e₂² (the first sum
+    exact), a − b and b − a square alike, and the least one is kept by the same
+    comparison in the same order. They are found from the last row (the farthest
+    neighbour) inwards, as the outer points tell a wrong candidate's rotation soonest, and
+    kept in column 3; the sum over all of them is then taken in the plain loop's order
+    (the same bits). While going, the partial sum ŝ_A of those found (any k ≤ m of the
+    m = n_big − 1 ≤ 12 terms, each ≥ 0) is ≤ (1 + γ_{k−1}) S_A ≤ (1 + γ_{m−1}) S and the
+    plain loop's full sum is ≥ (1 − γ_{m−1}) S (S the exact sums), so
+    ℓ = fl(ŝ_A (1 − 64u)) ≤ ŝ_A (1 − 64u)(1 + u) is at most the full sum; once ℓ exceeds
+    ``limit``, ℓ is returned: above ``limit`` and at most the full sum, all the core loop
+    asks of a stopped candidate's value (it can not win, and a sum to compare with the
+    tie limit). A candidate not stopped gets the full sum, which the plain loop returns
+    too or, past ``limit``, a partial sum of; the core loop's decisions are the same.
+    """
+    r00, r01, r02 = R[0, 0], R[0, 1], R[0, 2]
+    r10, r11, r12 = R[1, 0], R[1, 1], R[1, 2]
+    r20, r21, r22 = R[2, 0], R[2, 1], R[2, 2]
+    for p in range(1, nx):
+        x0, x1, x2 = x[p, 0], x[p, 1], x[p, 2]
+        work[p, 0] = r00 * x0 + r01 * x1 + r02 * x2
+        work[p, 1] = r10 * x0 + r11 * x1 + r12 * x2
+        work[p, 2] = r20 * x0 + r21 * x1 + r22 * x2
+    shrink = 1.0 - 64.0 * _U
+    partial = 0.0
+    if nx >= ny:  # the reference's points matched to the input's
+        for p in range(nx - 1, 0, -1):
+            b0, b1, b2 = work[p, 0], work[p, 1], work[p, 2]
+            best = np.inf
+            for q in range(1, ny):
+                e0 = b0 - y[q, 0]
+                e1 = b1 - y[q, 1]
+                e2 = b2 - y[q, 2]
+                d = e0 * e0 + e1 * e1 + e2 * e2
+                if d < best:
+                    best = d
+            work[p, 3] = best
+            partial += best
+            low = partial * shrink
+            if low > limit:
+                return low
+        n_big = nx
+    else:  # the input's points matched to the reference's
+        for p in range(ny - 1, 0, -1):
+            b0, b1, b2 = y[p, 0], y[p, 1], y[p, 2]
+            best = np.inf
+            for q in range(1, nx):
+                e0 = work[q, 0] - b0
+                e1 = work[q, 1] - b1
+                e2 = work[q, 2] - b2
+                d = e0 * e0 + e1 * e1 + e2 * e2
+                if d < best:
+                    best = d
+            work[p, 3] = best
+            partial += best
+            low = partial * shrink
+            if low > limit:
+                return low
+        n_big = ny
+    total = 0.0
+    for p in range(1, n_big):
+        total += work[p, 3]
     return total
 
 
@@ -778,15 +849,15 @@ def _core_py(P, pc, ps, S, sc, ss, n_tri, R, g):  # pragma: no cover - compiled 
       best, b the first candidate of least accuracy) is a tie, and R is the mean
       of the tied candidates' rotations, in candidate order.
 
-    A candidate's nearest-neighbour sum stops once it exceeds the best so far
-    (it cannot win); the few so stopped within reach of the final tie limit
-    ((ĝ_b + 2E_b) n_big)² (1 + 64u) are summed again in full. Every g, and every
-    R without a tie, is the plain loop's to the last bit.
+    A candidate's nearest-neighbour sum stops once a lower bound of it exceeds the
+    best so far (it cannot win; :func:`_nn_outer_py`, outer points first); the few so
+    stopped within reach of the final tie limit ((ĝ_b + 2E_b) n_big)² (1 + 64u) are
+    summed again in full. Every g, and every R, is the plain loop's to the last bit.
     """
     ref_tri = np.empty((_MAX_POINTS, _MAX_POINTS, 6))
     u_all = np.empty((_MAX_POINTS, _MAX_POINTS))
     listed = np.zeros((_MAX_POINTS, _MAX_POINTS), dtype=np.bool_)
-    rx = np.empty((_MAX_POINTS, 3))
+    rx = np.empty((_MAX_POINTS, 4))  # scratch of _nn
     order = np.zeros(3, dtype=np.int64)
     cand_u = np.empty(_MAX_PAIRS)
     cand_p = np.empty(_MAX_PAIRS, dtype=np.int64)
@@ -897,7 +968,7 @@ def _core_py(P, pc, ps, S, sc, ss, n_tri, R, g):  # pragma: no cover - compiled 
             b = 0
             for t in range(n_cand):
                 limits[t] = total_best
-                total = _nn_accuracy(x, sc[j], y, pc[i], R_try[t], rx, total_best)
+                total = _nn(x, sc[j], y, pc[i], R_try[t], rx, total_best)
                 totals[t] = total
                 acc = np.sqrt(total) / n_big
                 if acc < g_best:
@@ -919,7 +990,7 @@ def _core_py(P, pc, ps, S, sc, ss, n_tri, R, g):  # pragma: no cover - compiled 
                     if total > limits[t]:  # stopped early: a partial sum, ≤ the full one
                         if not total <= reach:
                             continue
-                        total = _nn_accuracy(x, sc[j], y, pc[i], R_try[t], rx, np.inf)
+                        total = _nn(x, sc[j], y, pc[i], R_try[t], rx, np.inf)
                     if not np.sqrt(total) / n_big - g_best <= tau:
                         continue
                 tied += 1
@@ -948,4 +1019,5 @@ _triangle_error_cap = _triangle_error_cap_py
 _may_tie = _may_tie_py
 _arccos_error = _arccos_error_py
 _nn_accuracy = _nn_accuracy_py
+_nn = _nn_outer_py
 _nn_bound = _nn_bound_py
