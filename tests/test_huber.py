@@ -191,3 +191,115 @@ def test_small_designs_are_solved_on_one_blas_thread(monkeypatch):
     huber_regression(X, y)
     assert seen == [1, outside]
     assert max(pool["num_threads"] for pool in threadpool_info()) == outside  # restored
+
+
+def _distance_problem(n, k, seed=0, outliers=0.1):
+    """An MLM's distance regression: D_in (n × k) and D_out of noisy 1-D targets with
+    a fraction of gross outliers."""
+    from mlmlearn._distances import euclidean_distances
+
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 3))
+    y = np.sin(X[:, 0]) + 0.1 * rng.normal(size=n)
+    bad = rng.choice(n, int(outliers * n), replace=False)
+    y[bad] += rng.choice([-4.0, 4.0], size=bad.size)
+    ref = rng.choice(n, k, replace=False)
+    return euclidean_distances(X, X[ref]), np.abs(y[:, None] - y[ref][None])
+
+
+def _objectives(X, Y, coef, intercept, scale, eps, alpha):
+    return np.array([_huber_loss_and_gradient(np.r_[coef[:, k], intercept[k], scale[k]], X,
+                                              Y[:, k], eps, alpha, np.ones(len(X)))[0]
+                     for k in range(Y.shape[1])])
+
+
+@pytest.mark.parametrize("n, k", [(60, 30), (120, 60)])
+def test_dense_newton_and_conjugate_gradients_reach_the_same_optimum(n, k):
+    """The per-column joint Newton step (small designs) against the batched CG
+    solver it replaced there (the oracle), on distance designs with outliers: every
+    column's objective is within both fits' distance to the optimum (kkt) plus
+    their rounding."""
+    from mlmlearn._huber import _huber_regression
+
+    D, Y = _distance_problem(n, k)
+    eps, alpha = 1.35, 1e-3
+    fits = [_huber_regression(D, Y, eps, alpha, True, 2000, 1e-9, 0, dense=dense)
+            for dense in (True, False)]
+    for j in range(Y.shape[1]):
+        a, b = (kkt(D, Y[:, j], f[0][:, j], f[1][j], f[2][j], eps, alpha) for f in fits)
+        assert abs(a.f - b.f) <= a.excess + b.excess + a.rho_f + b.rho_f
+
+
+def test_the_joint_newton_step_needs_few_iterations():
+    """On a distance design (K = N/2) the alternating θ-step/σ-update needed 80–150
+    iterations; the joint step in (θ, σ) converges at a Newton rate."""
+    from mlmlearn._huber import _huber_regression
+
+    D, Y = _distance_problem(200, 100)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        n_iter = _huber_regression(D, Y, 1.35, 1e-4, True, 100, 1e-5, 0, dense=True)[3]
+    assert n_iter <= 40
+
+
+@pytest.mark.parametrize("n, k", [(40, 20), (80, 70), (100, 90)])
+def test_objective_not_above_huber_regressors_at_the_same_settings(n, k):
+    """At the defaults of both (HuberRegressor's L-BFGS-B at max_iter=100), on distance
+    designs with outliers up to K close to N, where HuberRegressor stops early: our
+    objective is never above its own, beyond the rounding of both sums (γ_{n+P+4})."""
+    D, Y = _distance_problem(n, k, seed=n)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        coef, intercept, scale, _ = huber_regression(D, Y)
+        theirs = np.empty(Y.shape[1])
+        for j in range(Y.shape[1]):
+            h = HuberRegressor().fit(D, Y[:, j])
+            theirs[j] = _objectives(D, Y[:, [j]], h.coef_[:, None], [h.intercept_],
+                                    [h.scale_], 1.35, 1e-4)[0]
+    ours = _objectives(D, Y, coef, intercept, scale, 1.35, 1e-4)
+    rounding = gamma(n + k + 4) * (np.abs(ours) + np.abs(theirs))
+    assert np.all(ours <= theirs + rounding)
+
+
+def test_gradient_vanishes_to_tol_at_the_solution():
+    """KKT: at convergence every component of the gradient in standardised coordinates
+    (centred unit-RMS features, intercept, σ) is at most tol plus its rounding."""
+    D, Y = _distance_problem(120, 40, seed=3)
+    eps, alpha, tol = 1.35, 1e-4, 1e-6
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        coef, intercept, scale, _ = huber_regression(D, Y, tol=tol)
+    n = len(D)
+    mean = D.mean(axis=0)
+    rms = np.sqrt(np.mean((D - mean) ** 2, axis=0))
+    A = np.column_stack([(D - mean) / rms, np.ones(n)])
+    for j in range(Y.shape[1]):
+        r = Y[:, j] - D @ coef[:, j] - intercept[j]
+        inl = np.abs(r) <= eps * scale[j]
+        psi = np.where(inl, 2 * r / scale[j], 2 * eps * np.sign(r))
+        theta = np.r_[coef[:, j] * rms, 0.0]
+        g = np.r_[-(A.T @ psi) + 2 * alpha * np.r_[1 / rms**2, 0.0] * theta,
+                  n - (~inl).sum() * eps**2 - (r[inl] ** 2).sum() / scale[j] ** 2]
+        dr = gamma(D.shape[1] + 2) * (np.abs(Y[:, j]) + np.abs(D) @ np.abs(coef[:, j])
+                                      + abs(intercept[j]))
+        dg = np.r_[np.abs(A).T @ np.where(inl, 2 * dr / scale[j], 0.0)
+                   + gamma(n) * np.abs(A).T @ np.abs(psi),
+                   2 * gamma(n) * n + 2 * (np.abs(r[inl]) * dr[inl]).sum() / scale[j] ** 2]
+        assert np.all(np.abs(g) <= tol + dg)
+
+
+def test_the_readme_problem_converges_at_defaults():
+    """HuberMLM(references=RSMaximin(100)) on the README's 1 500 training samples: no
+    ConvergenceWarning at the default max_iter and tol."""
+    from sklearn.model_selection import train_test_split
+
+    from mlmlearn import HuberMLM, RSMaximin
+
+    rng = np.random.default_rng(0)
+    X = rng.uniform(-3, 3, size=(2000, 2))
+    y = np.sin(X[:, 0]) * np.cos(X[:, 1]) + 0.05 * rng.normal(size=2000)
+    X_train, X_test, y_train, y_test = train_test_split(X, y, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        model = HuberMLM(references=RSMaximin(100)).fit(X_train, y_train)
+    assert model.score(X_test, y_test) > 0.95
