@@ -852,7 +852,8 @@ def _core_py(P, pc, ps, S, sc, ss, n_tri, R, g):  # pragma: no cover - compiled 
     A candidate's nearest-neighbour sum stops once a lower bound of it exceeds the
     best so far (it cannot win; :func:`_nn_outer_py`, outer points first); the few so
     stopped within reach of the final tie limit ((ĝ_b + 2E_b) n_big)² (1 + 64u) are
-    summed again in full. Every g, and every R, is the plain loop's to the last bit.
+    summed again in full. Every g, and every R without a tie, is the plain loop's to
+    the last bit.
     """
     ref_tri = np.empty((_MAX_POINTS, _MAX_POINTS, 6))
     u_all = np.empty((_MAX_POINTS, _MAX_POINTS))
@@ -987,7 +988,7 @@ def _core_py(P, pc, ps, S, sc, ss, n_tri, R, g):  # pragma: no cover - compiled 
             for t in range(n_cand):
                 if t != b:
                     total = totals[t]
-                    if total > limits[t]:  # stopped early: a partial sum, ≤ the full one
+                    if total > limits[t]:  # stopped early: a lower bound of the full sum
                         if not total <= reach:
                             continue
                         total = _nn(x, sc[j], y, pc[i], R_try[t], rx, np.inf)
