@@ -53,11 +53,21 @@ def huber_regression(X, Y, *, epsilon=1.35, alpha=1e-4, fit_intercept=True, max_
     the fitted line does not depend on offsets of the features (with an
     intercept) or on their units (when α = 0, or when α is rescaled with
     them), beyond rounding. Starting from the ridge solution, each iteration
-    takes a semismooth Newton step in (w, c) at fixed σ for every unconverged
-    column — the Newton systems solved together by preconditioned conjugate
-    gradients, the preconditioner ``(σ_k/2)(ZᵀZ + ασ̄E)⁻¹`` coming from one
-    Cholesky factor — followed by a backtracking (Armijo) line search per
-    column, then σ is set to its closed-form minimiser (:func:`optimal_scale`).
+    takes a Newton step for every unconverged column, followed by a
+    backtracking (Armijo) line search per column, then σ is set to its
+    closed-form minimiser (:func:`optimal_scale`). Small designs (``n P² + P³/3``
+    at most three times the cost of the batched conjugate gradients, e.g.
+    600 × 20 or 200 × 100) take the joint Newton step in (w, c, σ), one
+    Cholesky factor per column, with the line search on ``min_σ f``: 7–30
+    iterations. Larger ones take a semismooth Newton step in (w, c) at fixed σ,
+    the systems of all columns solved together by preconditioned conjugate
+    gradients whose preconditioner ``(σ_k/2)(ZᵀZ + ασ̄E)⁻¹`` comes from one
+    Cholesky factor; this alternation of (w, c) and σ converges linearly. The
+    distance designs of the thesis regime (K close to N) drive σ to its lower
+    bound (at the optimum at least a fraction ``1 - 1/ε²`` of the samples is
+    interpolated), where (2.27) becomes penalised least absolute deviations,
+    a kink minimum neither step reaches within the default ``max_iter``; the
+    warning says so.
 
     Parameters
     ----------
@@ -414,7 +424,11 @@ class _HuberProblem:
             if np.any(np.abs(b) > reach + floor):
                 continue
             if kink.any():
-                psi = lsq_linear(self.A[kink].T, b, bounds=(-2 * self.eps, 2 * self.eps)).x
+                # BVLS (exact active set) when A_kinkᵀ is tall: half the time of TRF
+                # on distance designs (501 × 316: 43 ms against 79 ms per column)
+                method = "bvls" if kink.sum() <= self.A.shape[1] else "trf"
+                psi = lsq_linear(self.A[kink].T, b, bounds=(-2 * self.eps, 2 * self.eps),
+                                 method=method).x
                 b = b - self.A[kink].T @ psi
             optimal[col] = np.abs(b).max() <= floor
         return optimal
