@@ -172,8 +172,14 @@ def _use_dense(n, P, dense):
     return n * P * P + P**3 / 3 <= 3 * 2 * 40 * n * P
 
 
-def _huber_regression(X, Y, epsilon, alpha, fit_intercept, max_iter, tol, verbose, dense=None):
-    """:func:`huber_regression` on validated float arrays, ``Y`` 2-D."""
+def _huber_regression(X, Y, epsilon, alpha, fit_intercept, max_iter, tol, verbose, dense=None,
+                      collapsed=None):
+    """:func:`huber_regression` on validated float arrays, ``Y`` 2-D.
+
+    ``dense`` forces (True) or forbids (False) the per-column joint Newton step,
+    ``collapsed`` the first pass at σ's lower bound (:class:`_CollapsedLAD`);
+    None chooses (:func:`_use_dense`, :func:`_collapse_possible`).
+    """
     n, m = X.shape
     Z, x_shift, x_scale = _standardise(X, fit_intercept)
     y_shift = Y.mean(axis=0) if fit_intercept else np.zeros(Y.shape[1])
@@ -200,6 +206,20 @@ def _huber_regression(X, Y, epsilon, alpha, fit_intercept, max_iter, tol, verbos
     dense = _use_dense(n, P, dense)
 
     active = np.arange(Y.shape[1])
+    n_admm = 0
+    if collapsed is None:
+        collapsed = alpha > 0 and _collapse_possible(n, P, epsilon)
+    if collapsed:
+        lad = _CollapsedLAD(A, pen, epsilon, alpha, fit_intercept)
+        th_lad, done, n_admm = lad.solve(problem, Yc, tol, max_admm=10 * max_iter)
+        theta[:, done], sigma[done] = th_lad[:, done], _SIGMA_MIN
+        active = np.flatnonzero(~done)
+        if active.size:  # the rest start from the LAD point where it is the better start
+            s_lad = optimal_scale(Yc[:, active] - A @ th_lad[:, active], epsilon)
+            better = (problem.loss(th_lad[:, active], s_lad, Yc[:, active])
+                      < problem.loss(theta[:, active], sigma[active], Yc[:, active]))
+            theta[:, active[better]], sigma[active[better]] = th_lad[:, active[better]], \
+                s_lad[better]
     damping = np.full(Y.shape[1], 1e-2)
     n_iter = 0
     with progress_bar(Y.shape[1], verbose=verbose, desc="Huber regression",
@@ -235,6 +255,7 @@ def _huber_regression(X, Y, epsilon, alpha, fit_intercept, max_iter, tol, verbos
         bar.update(Y.shape[1] - active.size - bar.n)
     if active.size:
         _warn_unconverged(problem, theta, sigma, Yc, active, tol, max_iter)
+    n_iter = max(n_iter, n_admm)
     coef = theta[:m] / x_scale[:, None]
     if not fit_intercept:
         return coef, np.zeros(Y.shape[1]), sigma, n_iter
@@ -615,3 +636,235 @@ class _HuberProblem:
     def _scale(self, theta, sigma, Y, reduced):
         """σ of a trial point: the current one, or with ``reduced`` its optimum."""
         return optimal_scale(Y - self.A @ theta, self.eps) if reduced else sigma
+
+
+def _collapse_possible(n, P, epsilon):
+    """Whether σ's collapse can be optimal: at least ``n(1 - 1/ε²)`` samples interpolated.
+
+    At ``σ → 0`` the derivative of (2.27) in σ alone is ``m + (n - m)(1 - ε²)`` for
+    ``m`` samples fitted exactly, which must be non-negative at the optimum; a
+    generic design of ``P`` columns interpolates at most ``P`` samples.
+    """
+    return P >= n * (1.0 - 1.0 / epsilon**2)
+
+
+class _CollapsedLAD:
+    """σ at its lower bound: penalised least absolute deviations by ADMM, all columns at once.
+
+    As σ → 0 the objective (2.27) tends to ``F(θ) = 2ε Σ|y - Aθ| + α θᵀEθ``
+    (E the penalty weights, zero on the intercept). Splitting ``z = Aθ - y``,
+    scaled ADMM (Boyd et al. 2011, §3.1, over-relaxation §3.4.3) alternates
+    ``θ = (2αE + ρAᵀA)⁻¹ρAᵀ(y + z - u)``, a soft threshold of z at ``2ε/ρ``
+    and ``u += Aθ - y - z``. The design is shared, so ``A(2αE + ρAᵀA)⁻¹ρAᵀ``
+    is one n × n matrix for every column and iteration (refactored when ρ is
+    rebalanced, §3.4.1), and an iteration is one matrix product.
+
+    Optimality is certified by a duality gap rather than by residual norms.
+    For any ``g`` with ``|g_i| ≤ 2ε``, Fenchel–Young on the perspective
+    ``φ(r, σ) = σ + σH(r/σ)`` of the Huber loss gives
+    ``φ(r, σ) ≥ g r + σ(1 - g²/4)``, so for every θ and σ ≥ σ_min
+
+    ``f(θ, σ) ≥ gᵀ(y - Aθ) + αθᵀEθ + σ S(g)``, ``S(g) = Σ(1 - g_i²/4)``;
+
+    when ``S(g) ≥ 0`` and g is orthogonal to the unpenalised columns (the
+    intercept), minimising over θ and σ leaves the lower bound
+    ``D(g) = gᵀy - Σ_j (A_jᵀg)²/(4αE_j) + σ_min S(g)`` on the optimum ``f*``.
+    ``S(g) ≥ 0`` is the collapse condition: with ``g_i = ±2ε`` on the ``n - m``
+    samples not fitted exactly it reads ``Σ_exact (1 - g_i²/4) ≥ (n - m)(ε² - 1)``,
+    which implies ``m ≥ n(1 - 1/ε²)``. ADMM's scaled dual gives g: the z-update
+    makes ``-ρu`` a subgradient of ``2ε|r|`` at every iterate; it is shifted
+    onto ``1ᵀg = 0`` within its bounds. A column is accepted when
+    ``f(θ, σ_min) - D(g) ≤ tol · f(θ, σ_min)``: its objective is within a
+    relative ``tol`` of the optimum of (2.27), a bound that holds whatever σ
+    the optimum has.
+    """
+
+    def __init__(self, A, pen, epsilon, alpha, free):
+        self.A, self.pen, self.eps, self.alpha, self.free = A, pen, epsilon, alpha, free
+        self.n, self.P = A.shape
+
+    def _factor(self, rho):
+        K = self.A.T @ self.A
+        K *= rho
+        K.flat[:: self.P + 1] += 2.0 * self.alpha * self.pen
+        L = linalg.cholesky(K, lower=True, check_finite=False)
+        W = linalg.solve_triangular(L, self.A.T, lower=True, check_finite=False)  # P × n
+        self.L, self.W, self.rho = L, W, rho
+        self.H = rho * (W.T @ W)  # n × n: v ↦ Aθ(v)
+
+    def theta(self, V):
+        """θ of the ADMM step whose right-hand side is ``ρAᵀV``."""
+        return self.rho * linalg.solve_triangular(self.L, self.W @ V, lower=True, trans="T",
+                                                  check_finite=False)
+
+    def dual(self, G):
+        """The certificate's g per column: clipped to ``[-2ε, 2ε]`` and shifted, within its
+        bounds, onto ``1ᵀg = 0`` when the intercept is free."""
+        b = 2.0 * self.eps
+        G = np.clip(G, -b, b)
+        if self.free:
+            s = G.sum(axis=0)
+            room = np.where(s > 0, G + b, b - G)  # distance to the bound moved towards
+            G = G - s * room / np.maximum(room.sum(axis=0), np.finfo(float).tiny)
+            G = np.clip(G, -b, b)
+        return G
+
+    def lower_bound(self, G, Y):
+        """``D(g)`` per column (``-inf`` where ``S(g) < 0``), ``S(g)``, and the sum of the
+        magnitudes of D's terms (for its rounding)."""
+        S = np.sum(1.0 - 0.25 * G * G, axis=0)
+        AG = self.A.T @ G
+        pen = self.pen[:, None]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            quad = np.where(pen > 0, AG * AG / (4.0 * self.alpha * np.where(pen > 0, pen, 1.0)),
+                            0.0).sum(axis=0)
+        D = np.einsum("ij,ij->j", G, Y) - quad + _SIGMA_MIN * S
+        size = np.einsum("ij,ij->j", np.abs(G), np.abs(Y)) + quad
+        return np.where(S >= 0, D, -np.inf), S, size
+
+    def basis(self):
+        """``A = QR`` for :meth:`polish`, or None when A is rank-deficient (to rounding)."""
+        Q, R = linalg.qr(self.A, mode="economic", check_finite=False)
+        d = np.abs(np.diag(R))
+        if self.n <= self.P or d.min() <= self.n * _EPS * d.max():
+            return None
+        return Q, R, Q @ Q.T
+
+    def _vertices(self, basis, inl, out, Y):
+        """θ interpolating ``Y[inl_j, j]`` per column j and the g of :meth:`polish`.
+
+        ``inl`` (P × k) and ``out`` ((n - P) × k) are the sample indices of each
+        column's interpolated and other samples. Returns θ, g and which columns
+        had a positive definite ``C`` (the others get θ = 0, g = 0).
+        """
+        Q, R, hat = basis
+        n, k = Y.shape
+        cols = np.arange(k)
+        C = np.eye(out.shape[0]) - hat[out.T[:, :, None], out.T[:, None, :]]  # k × q × q
+        ok = np.ones(k, dtype=bool)
+        try:
+            np.linalg.cholesky(C)
+        except np.linalg.LinAlgError:
+            for j in range(k):
+                try:
+                    np.linalg.cholesky(C[j])
+                except np.linalg.LinAlgError:
+                    ok[j] = False
+                    C[j] = np.eye(out.shape[0])
+        Cinv = np.linalg.inv(C)
+
+        def minv(V):  # (Q_IᵀQ_I)⁻¹ v = v + Q_Nᵀ C⁻¹ Q_N v, per column
+            QN_v = (Q @ V)[out, cols]  # q × k
+            W = np.zeros((n, k))
+            W[out, cols] = np.einsum("kab,bk->ak", Cinv, QN_v)
+            return V + Q.T @ W
+
+        YI = np.zeros((n, k))
+        YI[inl, cols] = Y[inl, cols]
+        theta = linalg.solve_triangular(R, minv(Q.T @ YI), check_finite=False)
+        G = np.zeros((n, k))
+        G[out, cols] = 2.0 * self.eps * np.sign((Y - self.A @ theta)[out, cols])
+        H = 2.0 * self.alpha * self.pen[:, None] * theta - self.A.T @ G
+        Hq = linalg.solve_triangular(R, H, trans="T", check_finite=False)
+        G[inl, cols] = (Q @ minv(Hq))[inl, cols]
+        theta[:, ~ok], G[:, ~ok] = 0.0, 0.0
+        return theta, G, ok
+
+    def polish(self, basis, residual, Y, swaps=2):
+        """The vertex of the P samples fitted best, and its exact certificate, per column.
+
+        A generic minimiser of the penalised LAD interpolates P samples I (ADMM
+        finds them long before its iterates converge; ``residual`` is its
+        ``Aθ - y``). Then θ solves ``A_I θ = y_I`` and stationarity
+        ``A_Iᵀ g_I = 2αEθ - A_Nᵀ g_N`` with ``g_N = 2ε sign(r_N)`` gives the rest
+        of g. With ``A = QR`` both reduce to the square ``Q_I``, and
+        ``Q_IᵀQ_I = 1 - Q_NᵀQ_N`` makes each a solve with the
+        ``(n - P) × (n - P)`` matrix ``C = 1 - Q_N Q_Nᵀ`` (Woodbury):
+        ``(Q_IᵀQ_I)⁻¹ = 1 + Q_Nᵀ C⁻¹ Q_N``. A column whose ``g_I`` leaves
+        ``[-2ε, 2ε]`` swaps its worst sample for the best-fitted one outside I,
+        up to ``swaps`` times. Returns θ and g per column (zero where no
+        vertex was found: they certify nothing).
+        """
+        n, k = Y.shape
+        order = np.argsort(np.abs(residual), axis=0)
+        inl, out = order[: self.P].copy(), order[self.P:].copy()
+        theta, G, ok = self._vertices(basis, inl, out, Y)
+        todo = np.arange(k)
+        for _ in range(swaps):
+            gI = G[inl[:, todo], todo]
+            worst = np.argmax(np.abs(gI), axis=0)
+            bad = ok[todo] & (np.abs(gI[worst, np.arange(todo.size)]) > 2.0 * self.eps)
+            todo, worst = todo[bad], worst[bad]
+            if todo.size == 0:
+                break
+            # the worst violator leaves I for the best-fitted sample outside it
+            leaving = inl[worst, todo].copy()
+            inl[worst, todo] = out[0, todo]
+            out[:, todo] = np.vstack([out[1:, todo], leaving])
+            th, g, good = self._vertices(basis, inl[:, todo], out[:, todo], Y[:, todo])
+            theta[:, todo[good]], G[:, todo[good]] = th[:, good], g[:, good]
+        return theta, G, ok
+
+    def solve(self, problem, Y, tol, max_admm, check_every=25, relax=1.6, rho=1.0):
+        """ADMM on every column, each check followed by :meth:`polish`.
+
+        A column is accepted when its duality gap is at most ``tol·f`` plus the
+        rounding of both sums (``γ_{n+P+4}`` of their terms' magnitudes), and
+        dropped when the exact certificate of its vertex has ``S(g) < 0``: its
+        σ does not collapse. Returns θ, which columns were accepted, and the
+        ADMM iterations at the last acceptance.
+        """
+        n, k = Y.shape
+        self._factor(rho)
+        basis = self.basis()
+        theta = np.zeros((self.P, k))
+        accepted = np.zeros(k, dtype=bool)
+        Z = -Y.copy()  # z = Aθ - y at θ = 0
+        U = np.zeros_like(Y)
+        live = np.arange(k)
+        sigma = np.full(k, _SIGMA_MIN)
+        rounding = (n + self.P + 4) * _EPS
+        it = n_used = 0
+        while live.size and it < max_admm:
+            Yl, Zl, Ul = Y[:, live], Z[:, live], U[:, live]
+            for _ in range(check_every):
+                it += 1
+                V = Yl + Zl - Ul
+                AT = self.H @ V
+                Xh = relax * AT + (1.0 - relax) * (Zl + Yl)
+                Zold = Zl
+                Q = Xh - Yl + Ul
+                kappa = 2.0 * self.eps / self.rho
+                Zl = np.sign(Q) * np.maximum(np.abs(Q) - kappa, 0.0)
+                Ul = Q - Zl
+            th = self.theta(V)
+            f = problem.loss(th, sigma[live], Yl)
+            D, _, size = self.lower_bound(self.dual(-self.rho * Ul), Yl)
+            gap, allowed = f - D, tol * f + rounding * (f + size)
+            stop = np.zeros(live.size, dtype=bool)
+            if basis is not None:
+                th_p, G_p, found = self.polish(basis, AT - Yl, Yl)
+                f_p = problem.loss(th_p, sigma[live], Yl)
+                D_p, S_p, size_p = self.lower_bound(self.dual(G_p), Yl)
+                better = found & (f_p - D_p < gap)
+                th[:, better], f[better] = th_p[:, better], f_p[better]
+                gap[better] = f_p[better] - D_p[better]
+                allowed[better] = tol * f_p[better] + rounding * (f_p[better] + size_p[better])
+                # an exact vertex certificate with S < 0: σ does not collapse there
+                stop = found & (np.abs(G_p).max(axis=0) <= 2.0 * self.eps) & (S_p < 0)
+            ok = gap <= allowed
+            theta[:, live] = th
+            accepted[live[ok]] = True
+            if ok.any():
+                n_used = it
+            Z[:, live], U[:, live] = Zl, Ul
+            run = ~ok & ~stop
+            # residual balancing (§3.4.1) on the columns still running
+            rp = np.linalg.norm((AT - Yl - Zl)[:, run])
+            rd = self.rho * np.linalg.norm(self.A.T @ (Zl - Zold)[:, run])
+            live = live[run]
+            if rp > 10.0 * rd or rd > 10.0 * rp:
+                scale = 2.0 if rp > rd else 0.5
+                U[:, live] /= scale
+                self._factor(self.rho * scale)
+        return theta, accepted, n_used
