@@ -10,9 +10,9 @@
    ``|y - t|² - δ²`` started from the mean of T, N = 10 000, K = 1 000. Target >= 20x.
 """
 
-import time
 
 import numpy as np
+from _common import cpu_timed
 from scipy.optimize import least_squares
 from scipy.spatial.distance import cdist
 from threadpoolctl import threadpool_limits
@@ -23,16 +23,6 @@ from mlmlearn.multilateration import (
     cubic_multilateration,
     nonlinear_multilateration,
 )
-
-
-def cpu_timed(fn, *args, repeat=1):
-    """Best CPU time (one BLAS thread) of ``repeat`` calls and the last result."""
-    best, result = float("inf"), None
-    for _ in range(repeat):
-        t0 = time.process_time()
-        result = fn(*args)
-        best = min(best, time.process_time() - t0)
-    return best, result
 
 
 def roots_loop(delta, t):

@@ -29,20 +29,11 @@ import tempfile
 import time
 
 import numpy as np
+from _common import cpu_timed
 from threadpoolctl import threadpool_limits
 
 from mlmlearn import _maximin
 from mlmlearn.references import _rs_maximin_plain, rs_maximin
-
-
-def cpu_time(fn, *args, repeat=1):
-    """Best CPU time (s) of ``repeat`` calls and the last result."""
-    best, out = float("inf"), None
-    for _ in range(repeat):
-        t0 = time.process_time()
-        out = fn(*args)
-        best = min(best, time.process_time() - t0)
-    return best, out
 
 
 def au25_hydrogen_soap(n):
@@ -89,18 +80,18 @@ def computed_fraction(X, k):
 def compare(name, X, k, plain_refs, repeat):
     n, d = X.shape
     print(f"\n[{name}] N={n} d={d} K={k}")
-    t_new, (idx, mind) = cpu_time(rs_maximin, X, k, repeat=repeat)
+    t_new, (idx, mind) = cpu_timed(rs_maximin, X, k, repeat=repeat)
     print(f"  rs_maximin (pruned):        {t_new:8.2f} s  ({k / t_new:.0f} references/s; "
           f"{100 * computed_fraction(X, k):.2f} % of the N·K distances computed)")
     if plain_refs and plain_refs < idx.size:
-        t_part, (ref, _) = cpu_time(_rs_maximin_plain, X, plain_refs)
+        t_part, (ref, _) = cpu_timed(_rs_maximin_plain, X, plain_refs)
         t_plain = t_part * (idx.size - 1) / max(plain_refs - 1, 1)
         same = np.array_equal(ref, idx[:plain_refs])
         print(f"  plain algorithm:            {t_plain:8.2f} s  EXTRAPOLATED from its first "
               f"{plain_refs} references ({t_part:.2f} s)")
         print(f"  ratio {t_plain / t_new:.1f}x; identical indices (first {plain_refs}): {same}")
     else:
-        t_plain, (ref, ref_mind) = cpu_time(_rs_maximin_plain, X, k)
+        t_plain, (ref, ref_mind) = cpu_timed(_rs_maximin_plain, X, k)
         same = np.array_equal(ref, idx)
         print(f"  plain algorithm (full run): {t_plain:8.2f} s")
         print(f"  ratio {t_plain / t_new:.1f}x; identical indices: {same}; identical "
@@ -121,7 +112,7 @@ def main():
           f"{'yes' if _maximin._kernels() is not None else 'no (numpy)'}")
     with threadpool_limits(1):
         small = np.random.default_rng(0).normal(size=(300, 100))
-        first, _ = cpu_time(rs_maximin, small, 100)
+        first, _ = cpu_timed(rs_maximin, small, 100)
         print(f"first call (numba compile or cache load, 300 x 100 data): {first:.2f} s")
         X, path, seconds = au25_hydrogen_soap(args.n)
         print(f"SOAP of {args.n} Au25 H environments: "

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import timed
+from _common import cpu_timed, timed
 from ase.io import read
 from scipy import ndimage
 from threadpoolctl import threadpool_limits
@@ -85,8 +85,8 @@ def main():
 
     a, b = experimental[0], simulated[0]
     with threadpool_limits(1):
-        t_ours, ours = _cpu_best(cw_ssim, a, b, repeat=20)
-        t_fft, oracle = _cpu_best(_cw_ssim_fft, a, b, repeat=5)
+        t_ours, ours = cpu_timed(cw_ssim, a, b, repeat=20)
+        t_fft, oracle = cpu_timed(_cw_ssim_fft, a, b, repeat=5)
         try:
             from PIL import Image
             from ssim import SSIM
@@ -95,7 +95,7 @@ def main():
             return
         pa = Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
         pb = Image.fromarray(np.clip(b, 0, 255).astype(np.uint8))
-        t_pyssim, value = _cpu_best(lambda: SSIM(pa).cw_ssim_value(pb), repeat=5)
+        t_pyssim, value = cpu_timed(lambda: SSIM(pa).cw_ssim_value(pb), repeat=5)
     amortised = t_compare / n_pairs
     print("one image pair (one BLAS thread, best CPU time)")
     print(f"  mlmlearn cw_ssim (both images)    {1e3 * t_ours:8.2f} ms  (value {ours:.6f})")
@@ -116,15 +116,6 @@ def _cw_ssim_fft(x, y, widths=DEFAULT_WIDTHS, k=0.01):
     cross, nx, ny = (w[0] * w[1]).sum(1), (w[0] ** 2).sum(1), (w[1] ** 2).sum(1)
     return float(((2 * np.abs(cross) + k) / (nx + ny + k)).mean())
 
-
-def _cpu_best(fn, *args, repeat=1):
-    """Least CPU time of ``repeat`` calls and the last result."""
-    best, result = float("inf"), None
-    for _ in range(repeat):
-        t0 = time.process_time()
-        result = fn(*args)
-        best = min(best, time.process_time() - t0)
-    return best, result
 
 if __name__ == "__main__":
     main()
