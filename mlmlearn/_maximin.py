@@ -44,8 +44,6 @@ changed that row either. Any overflow or NaN in a bound fails the test, so
 such rows are computed.
 """
 
-import functools
-import threading
 import types
 from math import sqrt
 from typing import NamedTuple
@@ -53,6 +51,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ._distances import row_chunks
+from ._optional import compile_once
 
 __all__ = ["Bounds", "projection_bounds", "pruned_update", "squared_distances"]
 
@@ -170,16 +169,12 @@ def _pruned_update_py(X, head, head_rho, Y, rho, E, mind2, mind, q, factor, s, c
     return kept
 
 
-_COMPILE_LOCK = threading.Lock()
-
-
 def _kernels():
     """The compiled kernels (numba's on-disk cache), or None without numba."""
-    with _COMPILE_LOCK:
-        return _compile()
+    return _compile()
 
 
-@functools.cache
+@compile_once
 def _compile():
     try:
         import numba

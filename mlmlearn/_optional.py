@@ -7,9 +7,11 @@ is imported through :func:`import_optional`, so a missing package raises an
 ``No module named 'ase'``.
 """
 
+import functools
 import importlib
+import threading
 
-__all__ = ["EXTRAS", "import_optional"]
+__all__ = ["EXTRAS", "compile_once", "import_optional"]
 
 #: The setup.cfg extra that installs each optional top-level package.
 EXTRAS = {
@@ -70,3 +72,22 @@ def import_optional(name, extra=None, *, purpose=None):
             name=top,
         )
         raise error from exc
+
+
+def compile_once(build):
+    """Decorator: ``build(*args)`` runs once per process and argument set, thread-safe.
+
+    For the builders of numba kernels: concurrent first calls wait for one compile
+    step (or one load from numba's disk cache) and get the same objects; later calls
+    return them. ``cache_clear()`` forgets them (tests that switch numba off).
+    """
+    cached = functools.cache(build)
+    lock = threading.Lock()
+
+    @functools.wraps(build)
+    def once(*args, **kwargs):
+        with lock:
+            return cached(*args, **kwargs)
+
+    once.cache_clear = cached.cache_clear
+    return once

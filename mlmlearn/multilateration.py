@@ -18,12 +18,12 @@ All solvers work on every sample at once; none loops over samples in Python.
   an iteration costs O(p³) per sample, independent of the number of references.
 """
 
-import functools
 import math
-import threading
 import types
 
 import numpy as np
+
+from ._optional import compile_once
 
 __all__ = ["cubic_multilateration", "linear_multilateration", "nonlinear_multilateration"]
 
@@ -220,16 +220,12 @@ def _cubic_rows_py(delta, scale, s, three_ss, sss, out):  # pragma: no cover - n
 # the pure-Python helpers; the compiled kernel is linked to compiled ones (_with_globals)
 _row_sums, _polish = _row_sums_py, _polish_py
 
-_COMPILE_LOCK = threading.Lock()
-
-
 def _cubic_kernel():
     """The compiled :func:`_cubic_rows_py`, or ``None`` without numba (compiled once)."""
-    with _COMPILE_LOCK:
-        return _compile_cubic()
+    return _compile_cubic()
 
 
-@functools.cache
+@compile_once
 def _compile_cubic():
     try:
         import numba

@@ -44,13 +44,12 @@ The pure-Python kernels (``_expansion_py``, ``_power_derivatives_py``,
 """
 
 import functools
-import threading
 from math import factorial, pi, sqrt
 
 import numpy as np
 from scipy.spatial import cKDTree
 
-from .._optional import import_optional
+from .._optional import compile_once, import_optional
 
 #: dscribe's prefactor of the l = 1 coefficients (soapGTO.cpp), π^{3/2} √(3/4π) to 1.2e-11.
 DSCRIBE_L1_PREFACTOR = 2.7206990463849543
@@ -428,9 +427,6 @@ def _pullback_py(c, D, pair_start, pair_atom, pair_species, Dd, table, prel, G,
                 out[j, a] += acc
 
 
-_COMPILE_LOCK = threading.Lock()
-
-
 def kernels():
     """The compiled kernels (or loaded from numba's cache), once per process, thread-safe.
 
@@ -445,11 +441,10 @@ def kernels():
     ModuleNotFoundError
         Without numba, naming the extra that installs it.
     """
-    with _COMPILE_LOCK:
-        return _compile()
+    return _compile()
 
 
-@functools.cache
+@compile_once
 def _compile():
     numba = import_optional("numba", purpose="the SOAP derivative kernels")
     jit = numba.njit(cache=True, nogil=True)

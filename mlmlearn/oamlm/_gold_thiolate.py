@@ -31,14 +31,12 @@ alignment's cutoffs selects exactly the atoms the rules type so. Partners are
 neighbour vectors, so periodic structures are aligned with the nearest images.
 """
 
-import functools
-import threading
 from numbers import Integral, Real
 
 import numpy as np
 from sklearn.utils._param_validation import Interval
 
-from .._optional import import_optional
+from .._optional import compile_once, import_optional
 from ..atoms._neighbors import MissingNeighborsError
 from ._alignment import ACCURACY_CONSTRAINT, Alignment
 from ._superpose import _rotation_bound_py, _rotation_py, best_alignments, kernels, with_globals
@@ -409,16 +407,12 @@ def _align_core(P, S, n_triangles):
     return R, g
 
 
-_COMPILE_LOCK = threading.Lock()
-
-
 def _core_kernel():
     """The compiled core-gold loop: one compile step per process, thread-safe."""
-    with _COMPILE_LOCK:
-        return _compile()
+    return _compile()
 
 
-@functools.cache
+@compile_once
 def _compile(batched=True, outer=True):
     """The compiled core loop; ``batched=False`` aligns the candidates one at a time
     (:func:`_rotations_each_py`), the loop before their Newton iterations were

@@ -1,10 +1,10 @@
 """Direction estimates from predicted dot products (thesis eqs. 2.29–2.32)."""
 
-import functools
-import threading
 import types
 
 import numpy as np
+
+from .._optional import compile_once
 
 __all__ = [
     "analytic_direction",
@@ -592,16 +592,12 @@ def _sphere_start_py(m, d, log_w, r, work, v):  # pragma: no cover - compiled
         v[p] = vec[p, 0] * coeff[0] + vec[p, 1] * coeff[1] + vec[p, 2] * coeff[2]
 
 
-_COMPILE_LOCK = threading.Lock()
-
-
 def _kernels():
     """The compiled Newton solver (numba), compiled or loaded from cache once per process."""
-    with _COMPILE_LOCK:
-        return _compile()
+    return _compile()
 
 
-@functools.cache
+@compile_once
 def _compile():
     from .._optional import import_optional
     from ._superpose import with_globals

@@ -26,13 +26,11 @@ routines (``_rotation_py``, ``_superpose_py``, ``_all_py``) stay importable as t
 oracles of the compiled ones; nothing rebinds module globals.
 """
 
-import functools
-import threading
 import types
 
 import numpy as np
 
-from .._optional import import_optional
+from .._optional import compile_once, import_optional
 
 __all__ = ["kabsch", "qcp", "best_alignments", "accuracy_bound", "rotation_bound", "kernels"]
 
@@ -270,9 +268,6 @@ def accuracy_bound(kappa, sum_x, sum_y, n_points, n_terms, g, tol=1e-12):
                               int(n_points), int(n_terms), float(g))
 
 
-_COMPILE_LOCK = threading.Lock()
-
-
 def kernels():
     """The compiled routines, compiled (or loaded from numba's cache) once per process.
 
@@ -296,11 +291,10 @@ def kernels():
     ModuleNotFoundError
         Without numba, naming the extra that installs it.
     """
-    with _COMPILE_LOCK:
-        return _compile()
+    return _compile()
 
 
-@functools.cache
+@compile_once
 def _compile():
     numba = import_optional("numba", purpose="the OAMLM alignment kernels")
     jit = numba.njit(cache=True, nogil=True)

@@ -12,13 +12,11 @@ terms. A full recompute with dscribe every
 keeps the updated state itself, so a resumed run continues bit for bit.
 """
 
-import functools
 import math
-import threading
 
 import numpy as np
 
-from ..._optional import import_optional
+from ..._optional import compile_once, import_optional
 
 __all__ = ["IncrementalEnergy"]
 
@@ -357,9 +355,6 @@ def _accept_py(indices, cache_lo, cache_values, pending_lo,
 
 # numba compiles a kernel with the helpers it calls; in Python they are these functions
 _pair_window = _pair_window_py
-_LOCK = threading.Lock()
-
-
 def kernels():
     """The compiled kernels (numba, cached on disk): ``"cache"``, ``"delta"``, ``"accept"``.
 
@@ -368,11 +363,10 @@ def kernels():
     ModuleNotFoundError
         Without numba, naming the extra that installs it.
     """
-    with _LOCK:
-        return _compile()
+    return _compile()
 
 
-@functools.cache
+@compile_once
 def _compile():
     global _pair_window, _block, _add, _distance, _moved_rows
     numba = import_optional("numba", purpose="incremental MBTR energies")
