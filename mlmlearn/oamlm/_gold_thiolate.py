@@ -39,7 +39,14 @@ from sklearn.utils._param_validation import Interval
 from .._optional import compile_once, import_optional
 from ..atoms._neighbors import MissingNeighborsError
 from ._alignment import ACCURACY_CONSTRAINT, Alignment
-from ._superpose import _rotation_bound_py, _rotation_py, best_alignments, kernels, with_globals
+from ._superpose import (
+    _qcp_key_py,
+    _rotation_bound_py,
+    _rotation_py,
+    best_alignments,
+    kernels,
+    with_globals,
+)
 
 __all__ = ["GoldThiolateAlignment", "GoldThiolateNeighborhoods"]
 
@@ -427,7 +434,7 @@ def _compile(batched=True, outer=True):
         _core_py,
         _rotation=compiled["rotation"],
         _rotations=jit(with_globals(_rotations_py if batched else _rotations_each_py,
-                                    _rotation=compiled["rotation"])),
+                                    _rotation=compiled["rotation"], _qcp_key=jit(_qcp_key_py))),
         _triangle=jit(_triangle_py),
         _triangle_error=jit(with_globals(_triangle_error_py, _arccos_error=arccos_error)),
         _triangle_error_cap=jit(_triangle_error_cap_py),
@@ -692,45 +699,8 @@ def _rotations_py(  # pragma: no cover - compiled by numba
             szz += x2 * y2
             g += x0 * x0 + x1 * x1 + x2 * x2 + y0 * y0 + y1 * y1 + y2 * y2
         g *= 0.5
-        n00 = sxx + syy + szz
-        n11 = sxx - syy - szz
-        n22 = -sxx + syy - szz
-        n33 = -sxx - syy + szz
-        n01 = syz - szy
-        n02 = szx - sxz
-        n03 = sxy - syx
-        n12 = sxy + syx
-        n13 = szx + sxz
-        n23 = syz + szy
-        c2 = -2.0 * (
-            sxx * sxx
-            + sxy * sxy
-            + sxz * sxz
-            + syx * syx
-            + syy * syy
-            + syz * syz
-            + szx * szx
-            + szy * szy
-            + szz * szz
-        )
-        c1 = -8.0 * (
-            sxx * (syy * szz - syz * szy)
-            - sxy * (syx * szz - syz * szx)
-            + sxz * (syx * szy - syy * szx)
-        )
-        s0 = n00 * n11 - n01 * n01
-        s1 = n00 * n12 - n01 * n02
-        s2 = n00 * n13 - n01 * n03
-        s3 = n01 * n12 - n11 * n02
-        s4 = n01 * n13 - n11 * n03
-        s5 = n02 * n13 - n12 * n03
-        k5 = n22 * n33 - n23 * n23
-        k4 = n12 * n33 - n13 * n23
-        k3 = n12 * n23 - n13 * n22
-        k2 = n02 * n33 - n03 * n23
-        k1 = n02 * n23 - n03 * n22
-        k0 = n02 * n13 - n03 * n12
-        c0 = s0 * k5 - s1 * k4 + s2 * k3 + s3 * k2 - s4 * k1 + s5 * k0
+        n00, n11, n22, n33, n01, n02, n03, n12, n13, n23, c2, c1, c0 = _qcp_key(
+            sxx, sxy, sxz, syx, syy, syz, szx, szy, szz)
         w = work[t]
         w[0], w[1], w[2], w[3] = n00, n11, n22, n33
         w[4], w[5], w[6], w[7], w[8], w[9] = n01, n02, n03, n12, n13, n23
@@ -774,7 +744,6 @@ def _rotations_py(  # pragma: no cover - compiled by numba
         s2 = a00 * a13 - a01 * a03
         s3 = a01 * a12 - a11 * a02
         s4 = a01 * a13 - a11 * a03
-        s5 = a02 * a13 - a12 * a03
         k5 = a22 * a33 - a23 * a23
         k4 = a12 * a33 - a13 * a23
         k3 = a12 * a23 - a13 * a22
@@ -1004,6 +973,7 @@ def _core_py(P, pc, ps, S, sc, ss, n_tri, R, g):  # pragma: no cover - compiled 
 
 # The core loop calls these names: in pure Python (the oracle) the routines above;
 # _compile() hands the compiled loop the compiled ones instead.
+_qcp_key = _qcp_key_py
 _rotation = _rotation_py
 _rotations = _rotations_py
 _rotations_each = _rotations_each_py

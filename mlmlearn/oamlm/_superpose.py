@@ -298,7 +298,8 @@ def kernels():
 def _compile():
     numba = import_optional("numba", purpose="the OAMLM alignment kernels")
     jit = numba.njit(cache=True, nogil=True)
-    rotation = jit(_rotation_py)
+    qcp_key = jit(_qcp_key_py)
+    rotation = jit(with_globals(_rotation_py, _qcp_key=qcp_key))
     superpose = jit(with_globals(_superpose_py, _rotation=rotation))
     rotation_bound = jit(_rotation_bound_py)
     accuracy_bound = jit(with_globals(_accuracy_bound_py, _rotation_bound=rotation_bound))
@@ -487,32 +488,14 @@ def _superpose_py(x, y, order, tol, max_newton, R):  # pragma: no cover - compil
     return msd
 
 
-def _rotation_py(x, y, order, first, tol, max_newton, R):  # pragma: no cover - numba
-    """Rotate the points x[order[first:]] onto y[first:] by QCP: writes R, returns p'(λ̂).
+def _qcp_key_py(sxx, sxy, sxz, syx, syy, syz, szx, szy, szz):  # pragma: no cover - numba
+    """Theobald's key matrix N from the sums S_ab = Σ x_a y_b, and its characteristic
+    polynomial λ⁴ + c₂λ² + c₁λ + c₀ (Theobald 2005, eqs. 7–9).
 
-    Rows before ``first`` are left out of the sums (the caller passes 1 for
-    a centre at the origin of both sets, whose terms are exact zeros). p'(λ̂) ≈
-    Δ₂Δ₃Δ₄ gives the conditioning κ = λ̄³/p' of :func:`rotation_bound`; it is 0 where
-    QCP cannot vouch for R (Newton not converged, the SVD fallback).
+    Returns the ten distinct entries of the symmetric N (n00, n11, n22, n33, n01, n02,
+    n03, n12, n13, n23), then c₂, c₁, c₀: the one sequence of operations every QCP
+    routine here shares, so the batched and the single-pair rotations agree bit for bit.
     """
-    n_points = y.shape[0]
-    sxx = sxy = sxz = syx = syy = syz = szx = szy = szz = 0.0
-    g = 0.0
-    for k in range(first, n_points):
-        xk = x[order[k]]
-        x0, x1, x2 = xk[0], xk[1], xk[2]
-        y0, y1, y2 = y[k, 0], y[k, 1], y[k, 2]
-        sxx += x0 * y0
-        sxy += x0 * y1
-        sxz += x0 * y2
-        syx += x1 * y0
-        syy += x1 * y1
-        syz += x1 * y2
-        szx += x2 * y0
-        szy += x2 * y1
-        szz += x2 * y2
-        g += x0 * x0 + x1 * x1 + x2 * x2 + y0 * y0 + y1 * y1 + y2 * y2
-    g *= 0.5
     n00 = sxx + syy + szz
     n11 = sxx - syy - szz
     n22 = -sxx + syy - szz
@@ -553,6 +536,37 @@ def _rotation_py(x, y, order, first, tol, max_newton, R):  # pragma: no cover - 
     k1 = n02 * n23 - n03 * n22
     k0 = n02 * n13 - n03 * n12
     c0 = s0 * k5 - s1 * k4 + s2 * k3 + s3 * k2 - s4 * k1 + s5 * k0
+    return n00, n11, n22, n33, n01, n02, n03, n12, n13, n23, c2, c1, c0
+
+
+def _rotation_py(x, y, order, first, tol, max_newton, R):  # pragma: no cover - numba
+    """Rotate the points x[order[first:]] onto y[first:] by QCP: writes R, returns p'(λ̂).
+
+    Rows before ``first`` are left out of the sums (the caller passes 1 for
+    a centre at the origin of both sets, whose terms are exact zeros). p'(λ̂) ≈
+    Δ₂Δ₃Δ₄ gives the conditioning κ = λ̄³/p' of :func:`rotation_bound`; it is 0 where
+    QCP cannot vouch for R (Newton not converged, the SVD fallback).
+    """
+    n_points = y.shape[0]
+    sxx = sxy = sxz = syx = syy = syz = szx = szy = szz = 0.0
+    g = 0.0
+    for k in range(first, n_points):
+        xk = x[order[k]]
+        x0, x1, x2 = xk[0], xk[1], xk[2]
+        y0, y1, y2 = y[k, 0], y[k, 1], y[k, 2]
+        sxx += x0 * y0
+        sxy += x0 * y1
+        sxz += x0 * y2
+        syx += x1 * y0
+        syy += x1 * y1
+        syz += x1 * y2
+        szx += x2 * y0
+        szy += x2 * y1
+        szz += x2 * y2
+        g += x0 * x0 + x1 * x1 + x2 * x2 + y0 * y0 + y1 * y1 + y2 * y2
+    g *= 0.5
+    n00, n11, n22, n33, n01, n02, n03, n12, n13, n23, c2, c1, c0 = _qcp_key(
+        sxx, sxy, sxz, syx, syy, syz, szx, szy, szz)
     lam = g
     converged = False
     for _ in range(max_newton):
@@ -578,7 +592,6 @@ def _rotation_py(x, y, order, first, tol, max_newton, R):  # pragma: no cover - 
     s2 = a00 * a13 - a01 * a03
     s3 = a01 * a12 - a11 * a02
     s4 = a01 * a13 - a11 * a03
-    s5 = a02 * a13 - a12 * a03
     k5 = a22 * a33 - a23 * a23
     k4 = a12 * a33 - a13 * a23
     k3 = a12 * a23 - a13 * a22
@@ -639,6 +652,7 @@ def _rotation_py(x, y, order, first, tol, max_newton, R):  # pragma: no cover - 
 # pure Python (the oracles) these routines; kernels() compiles them with the compiled
 # routines under those names.
 _superpose = _superpose_py
+_qcp_key = _qcp_key_py
 _rotation = _rotation_py
 _rotation_bound = _rotation_bound_py
 _accuracy_bound = _accuracy_bound_py
