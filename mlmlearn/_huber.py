@@ -66,8 +66,16 @@ def huber_regression(X, Y, *, epsilon=1.35, alpha=1e-4, fit_intercept=True, max_
     distance designs of the thesis regime (K close to N) drive σ to its lower
     bound (at the optimum at least a fraction ``1 - 1/ε²`` of the samples is
     interpolated), where (2.27) becomes penalised least absolute deviations,
-    a kink minimum neither step reaches within the default ``max_iter``; the
-    warning says so.
+    a kink minimum neither Newton step reaches. Designs that can interpolate
+    that many samples (``P ≥ n(1 - 1/ε²)`` parameters, α > 0) therefore first
+    solve that limit for every column by ADMM on one shared factorisation,
+    polished to the exact vertex of the P best-fitted samples, and keep a
+    column's answer at σ = 10·eps only when a duality gap proves it within a
+    relative ``tol`` of the optimum of (2.27) (:class:`_CollapsedLAD`); the
+    other columns take the Newton path exactly as without this pass. On the
+    thesis-regime benchmark (600 × 500 distance design, 500 columns) every
+    column is certified in 525 ADMM iterations, 2.4 s against 49 s for 100
+    Newton iterations, to a lower objective.
 
     Parameters
     ----------
@@ -93,8 +101,11 @@ def huber_regression(X, Y, *, epsilon=1.35, alpha=1e-4, fit_intercept=True, max_
         coordinates, which is not invariant to feature offsets: with a feature
         offset by μ, its coefficient's gradient is ``s·g̃ + μ·g_c``.) A column
         also stops when its line search finds no decrease measurable in
-        float64. Columns still above ``tol`` after ``max_iter`` iterations
-        raise a :class:`~sklearn.exceptions.ConvergenceWarning`.
+        float64. A column solved at σ's lower bound has converged when its
+        objective is certified within ``tol`` times itself of the optimum
+        (a duality gap, :class:`_CollapsedLAD`). Columns still above ``tol``
+        after ``max_iter`` iterations raise a
+        :class:`~sklearn.exceptions.ConvergenceWarning`.
     verbose : int, default=0
         A progress bar on standard error (tqdm) counting the columns finished
         out of ``n_targets``, with the Newton iteration as its postfix; 0 writes
@@ -108,7 +119,8 @@ def huber_regression(X, Y, *, epsilon=1.35, alpha=1e-4, fit_intercept=True, max_
     scale : ndarray of shape (n_targets,)
         σ per column, at least HuberRegressor's lower bound ``10·eps``.
     n_iter : int
-        Newton iterations of the slowest column.
+        Iterations of the slowest column: Newton iterations, or ADMM iterations
+        for the columns solved at σ's lower bound (at most ``10·max_iter``).
 
     Raises
     ------
@@ -173,12 +185,14 @@ def _use_dense(n, P, dense):
 
 
 def _huber_regression(X, Y, epsilon, alpha, fit_intercept, max_iter, tol, verbose, dense=None,
-                      collapsed=None):
+                      collapsed=None, info=None):
     """:func:`huber_regression` on validated float arrays, ``Y`` 2-D.
 
     ``dense`` forces (True) or forbids (False) the per-column joint Newton step,
     ``collapsed`` the first pass at σ's lower bound (:class:`_CollapsedLAD`);
-    None chooses (:func:`_use_dense`, :func:`_collapse_possible`).
+    None chooses (:func:`_use_dense`, :func:`_collapse_possible`). A dict
+    ``info`` receives ``"collapsed"``, the number of columns the first pass
+    solved, and ``"admm_iterations"``.
     """
     n, m = X.shape
     Z, x_shift, x_scale = _standardise(X, fit_intercept)
@@ -209,17 +223,14 @@ def _huber_regression(X, Y, epsilon, alpha, fit_intercept, max_iter, tol, verbos
     n_admm = 0
     if collapsed is None:
         collapsed = alpha > 0 and _collapse_possible(n, P, epsilon)
-    if collapsed:
+    if collapsed:  # the rest go to the Newton path exactly as without this pass
         lad = _CollapsedLAD(A, pen, epsilon, alpha, fit_intercept)
         th_lad, done, n_admm = lad.solve(problem, Yc, tol, max_admm=10 * max_iter)
         theta[:, done], sigma[done] = th_lad[:, done], _SIGMA_MIN
         active = np.flatnonzero(~done)
-        if active.size:  # the rest start from the LAD point where it is the better start
-            s_lad = optimal_scale(Yc[:, active] - A @ th_lad[:, active], epsilon)
-            better = (problem.loss(th_lad[:, active], s_lad, Yc[:, active])
-                      < problem.loss(theta[:, active], sigma[active], Yc[:, active]))
-            theta[:, active[better]], sigma[active[better]] = th_lad[:, active[better]], \
-                s_lad[better]
+    if info is not None:
+        info["collapsed"] = Y.shape[1] - active.size
+        info["admm_iterations"] = n_admm
     damping = np.full(Y.shape[1], 1e-2)
     n_iter = 0
     with progress_bar(Y.shape[1], verbose=verbose, desc="Huber regression",
@@ -690,7 +701,14 @@ class _CollapsedLAD:
         L = linalg.cholesky(K, lower=True, check_finite=False)
         W = linalg.solve_triangular(L, self.A.T, lower=True, check_finite=False)  # P × n
         self.L, self.W, self.rho = L, W, rho
-        self.H = rho * (W.T @ W)  # n × n: v ↦ Aθ(v)
+        # v ↦ Aθ(v) as one n × n matrix, or through W when that is cheaper (2P < n)
+        self.H = rho * (W.T @ W) if 2 * self.P >= self.n else None
+
+    def fitted(self, V):
+        """``Aθ`` of the ADMM step whose right-hand side is ``ρAᵀV``."""
+        if self.H is not None:
+            return self.H @ V
+        return self.rho * (self.W.T @ (self.W @ V))
 
     def theta(self, V):
         """θ of the ADMM step whose right-hand side is ``ρAᵀV``."""
@@ -723,12 +741,14 @@ class _CollapsedLAD:
         return np.where(S >= 0, D, -np.inf), S, size
 
     def basis(self):
-        """``A = QR`` for :meth:`polish`, or None when A is rank-deficient (to rounding)."""
-        Q, R = linalg.qr(self.A, mode="economic", check_finite=False)
-        d = np.abs(np.diag(R))
-        if self.n <= self.P or d.min() <= self.n * _EPS * d.max():
-            return None
-        return Q, R, Q @ Q.T
+        """``A = QR`` and ``QQᵀ`` for :meth:`polish` when ``2P > n`` (formed once), or None
+        when A is rank-deficient (to rounding) or has no more rows than columns."""
+        if not hasattr(self, "_basis"):
+            Q, R = linalg.qr(self.A, mode="economic", check_finite=False)
+            d = np.abs(np.diag(R))
+            full = self.n > self.P and d.min() > self.n * _EPS * d.max()
+            self._basis = (Q, R, Q @ Q.T) if full else None
+        return self._basis
 
     def _vertices(self, basis, inl, out, Y):
         """θ interpolating ``Y[inl_j, j]`` per column j and the g of :meth:`polish`.
@@ -737,9 +757,20 @@ class _CollapsedLAD:
         column's interpolated and other samples. Returns θ, g and which columns
         had a positive definite ``C`` (the others get θ = 0, g = 0).
         """
-        Q, R, hat = basis
         n, k = Y.shape
         cols = np.arange(k)
+        if 2 * self.P <= n:  # A_I is the smaller matrix: solve with it directly
+            AI = self.A[inl.T]  # k × P × P
+            ok = np.linalg.matrix_rank(AI) == self.P
+            AI[~ok] = np.eye(self.P)
+            theta = np.linalg.solve(AI, Y[inl, cols].T[:, :, None])[:, :, 0].T
+            G = np.zeros((n, k))
+            G[out, cols] = 2.0 * self.eps * np.sign((Y - self.A @ theta)[out, cols])
+            H = 2.0 * self.alpha * self.pen[:, None] * theta - self.A.T @ G
+            G[inl, cols] = np.linalg.solve(AI.transpose(0, 2, 1), H.T[:, :, None])[:, :, 0].T
+            theta[:, ~ok], G[:, ~ok] = 0.0, 0.0
+            return theta, G, ok
+        Q, R, hat = basis
         C = np.eye(out.shape[0]) - hat[out.T[:, :, None], out.T[:, None, :]]  # k × q × q
         ok = np.ones(k, dtype=bool)
         try:
@@ -805,18 +836,21 @@ class _CollapsedLAD:
             theta[:, todo[good]], G[:, todo[good]] = th[:, good], g[:, good]
         return theta, G, ok
 
-    def solve(self, problem, Y, tol, max_admm, check_every=25, relax=1.6, rho=1.0):
+    def solve(self, problem, Y, tol, max_admm, check_every=25, relax=1.6, rho=1.0,
+              stall=200):
         """ADMM on every column, each check followed by :meth:`polish`.
 
         A column is accepted when its duality gap is at most ``tol·f`` plus the
         rounding of both sums (``γ_{n+P+4}`` of their terms' magnitudes), and
         dropped when the exact certificate of its vertex has ``S(g) < 0``: its
-        σ does not collapse. Returns θ, which columns were accepted, and the
-        ADMM iterations at the last acceptance.
+        σ does not collapse. The pass ends after ``max_admm`` iterations, or
+        ``stall`` iterations after its last acceptance (on the thesis-regime
+        benchmark acceptances come at every check until the last column). Returns
+        θ, which columns were accepted, and the ADMM iterations at the last
+        acceptance.
         """
         n, k = Y.shape
         self._factor(rho)
-        basis = self.basis()
         theta = np.zeros((self.P, k))
         accepted = np.zeros(k, dtype=bool)
         Z = -Y.copy()  # z = Aθ - y at θ = 0
@@ -830,7 +864,7 @@ class _CollapsedLAD:
             for _ in range(check_every):
                 it += 1
                 V = Yl + Zl - Ul
-                AT = self.H @ V
+                AT = self.fitted(V)
                 Xh = relax * AT + (1.0 - relax) * (Zl + Yl)
                 Zold = Zl
                 Q = Xh - Yl + Ul
@@ -839,24 +873,32 @@ class _CollapsedLAD:
                 Ul = Q - Zl
             th = self.theta(V)
             f = problem.loss(th, sigma[live], Yl)
-            D, _, size = self.lower_bound(self.dual(-self.rho * Ul), Yl)
+            D, S, size = self.lower_bound(self.dual(-self.rho * Ul), Yl)
             gap, allowed = f - D, tol * f + rounding * (f + size)
-            stop = np.zeros(live.size, dtype=bool)
-            if basis is not None:
-                th_p, G_p, found = self.polish(basis, AT - Yl, Yl)
-                f_p = problem.loss(th_p, sigma[live], Yl)
-                D_p, S_p, size_p = self.lower_bound(self.dual(G_p), Yl)
-                better = found & (f_p - D_p < gap)
-                th[:, better], f[better] = th_p[:, better], f_p[better]
-                gap[better] = f_p[better] - D_p[better]
-                allowed[better] = tol * f_p[better] + rounding * (f_p[better] + size_p[better])
+            # S(g) < 0: the current dual does not support σ's collapse; its sign settles
+            # within the first check (distance designs S ≈ +380, a 600 × 300 Gaussian
+            # design or α = 10 between -90 and -470 from iteration 25 on)
+            stop = S < 0
+            vertex = ~stop & (np.sum(Zl == 0, axis=0) >= self.P)  # worth polishing
+            basis = None if 2 * self.P <= n or not vertex.any() else self.basis()
+            if vertex.any() and (2 * self.P <= n or basis is not None):
+                sub = np.flatnonzero(vertex)
+                th_p, G_p, found = self.polish(basis, (AT - Yl)[:, sub], Yl[:, sub])
+                f_p = problem.loss(th_p, sigma[live[sub]], Yl[:, sub])
+                D_p, S_p, size_p = self.lower_bound(self.dual(G_p), Yl[:, sub])
+                better = found & (f_p - D_p < gap[sub])
+                idx = sub[better]
+                th[:, idx], f[idx], gap[idx] = th_p[:, better], f_p[better], (f_p - D_p)[better]
+                allowed[idx] = tol * f_p[better] + rounding * (f_p + size_p)[better]
                 # an exact vertex certificate with S < 0: σ does not collapse there
-                stop = found & (np.abs(G_p).max(axis=0) <= 2.0 * self.eps) & (S_p < 0)
+                stop[sub] |= found & (np.abs(G_p).max(axis=0) <= 2.0 * self.eps) & (S_p < 0)
             ok = gap <= allowed
             theta[:, live] = th
             accepted[live[ok]] = True
             if ok.any():
                 n_used = it
+            elif it - n_used >= stall:  # nothing certified for a while: leave it to Newton
+                break
             Z[:, live], U[:, live] = Zl, Ul
             run = ~ok & ~stop
             # residual balancing (§3.4.1) on the columns still running

@@ -44,13 +44,16 @@ class HuberMLM(MLM):
     alpha : float, default=1e-4
         L2 penalty α on B (not on the intercepts), eq. (2.27).
     max_iter : int, default=100
-        Newton iterations at most.
+        Newton iterations at most (and ``10·max_iter`` ADMM iterations for the
+        columns whose σ collapses, see :func:`huber_regression`).
     tol : float, default=1e-5
         Stop a column when every component of its gradient is below ``tol`` in
         absolute value, the gradient taken with respect to the coefficients of
         the centred, unit-RMS columns of ``D_in``, the intercept and σ (units of
         the output distances). Unlike HuberRegressor's criterion on the raw
         coefficients, this does not depend on offsets or units of the inputs.
+        A column whose σ collapses to its lower bound (K close to N) stops
+        when its objective is proven within a relative ``tol`` of the optimum.
     multilateration : {"auto", "cubic", "linear", "nonlinear"}, default="auto"
         As in :class:`~mlmlearn.MLM`.
     lm_max_iter : int, default=20
@@ -69,7 +72,8 @@ class HuberMLM(MLM):
     scale_ : ndarray of shape (n_references_,)
         Huber scales σ, one per column.
     n_iter_ : int
-        Newton iterations of the slowest column.
+        Iterations of the slowest column (Newton, or ADMM for the columns
+        solved at σ's lower bound).
     references_, output_references_, reference_indices_, n_references_,
     n_outputs_, n_features_in_
         As in :class:`~mlmlearn.MLM`.
