@@ -40,7 +40,9 @@ from .._optional import compile_once, import_optional
 from ..atoms._neighbors import MissingNeighborsError
 from ._alignment import ACCURACY_CONSTRAINT, Alignment
 from ._superpose import (
+    _qcp_adjugate_py,
     _qcp_key_py,
+    _quaternion_rotation_py,
     _rotation_bound_py,
     _rotation_py,
     best_alignments,
@@ -434,7 +436,7 @@ def _compile(batched=True, outer=True):
         _core_py,
         _rotation=compiled["rotation"],
         _rotations=jit(with_globals(_rotations_py if batched else _rotations_each_py,
-                                    _rotation=compiled["rotation"], _qcp_key=jit(_qcp_key_py))),
+                                    _rotation=compiled["rotation"], **compiled["qcp"])),
         _triangle=jit(_triangle_py),
         _triangle_error=jit(with_globals(_triangle_error_py, _arccos_error=arccos_error)),
         _triangle_error_cap=jit(_triangle_error_cap_py),
@@ -737,39 +739,8 @@ def _rotations_py(  # pragma: no cover - compiled by numba
         c2, c1, g = w[10], w[11], w[13]
         la = lam[t]
         dp = (4.0 * la * la + 2.0 * c2) * la + c1 if state[t] == 1 else 0.0
-        a00, a11, a22, a33 = n00 - la, n11 - la, n22 - la, n33 - la
-        a01, a02, a03, a12, a13, a23 = n01, n02, n03, n12, n13, n23
-        s0 = a00 * a11 - a01 * a01
-        s1 = a00 * a12 - a01 * a02
-        s2 = a00 * a13 - a01 * a03
-        s3 = a01 * a12 - a11 * a02
-        s4 = a01 * a13 - a11 * a03
-        k5 = a22 * a33 - a23 * a23
-        k4 = a12 * a33 - a13 * a23
-        k3 = a12 * a23 - a13 * a22
-        k2 = a02 * a33 - a03 * a23
-        k1 = a02 * a23 - a03 * a22
-        k0 = a02 * a13 - a03 * a12
-        b00 = a11 * k5 - a12 * k4 + a13 * k3
-        b10 = -a01 * k5 + a12 * k2 - a13 * k1
-        b20 = a01 * k4 - a11 * k2 + a13 * k0
-        b30 = -a01 * k3 + a11 * k1 - a12 * k0
-        b11 = a00 * k5 - a02 * k2 + a03 * k1
-        b21 = -a00 * k4 + a01 * k2 - a03 * k0
-        b31 = a00 * k3 - a01 * k1 + a02 * k0
-        b22 = a03 * s4 - a13 * s2 + a33 * s0
-        b32 = -a03 * s3 + a13 * s1 - a23 * s0
-        b33 = a02 * s3 - a12 * s1 + a22 * s0
-        best, q0, q1, q2, q3 = b00 * b00 + b10 * b10 + b20 * b20 + b30 * b30, b00, b10, b20, b30
-        norm = b10 * b10 + b11 * b11 + b21 * b21 + b31 * b31
-        if norm > best:
-            best, q0, q1, q2, q3 = norm, b10, b11, b21, b31
-        norm = b20 * b20 + b21 * b21 + b22 * b22 + b32 * b32
-        if norm > best:
-            best, q0, q1, q2, q3 = norm, b20, b21, b22, b32
-        norm = b30 * b30 + b31 * b31 + b32 * b32 + b33 * b33
-        if norm > best:
-            best, q0, q1, q2, q3 = norm, b30, b31, b32, b33
+        best, q0, q1, q2, q3 = _qcp_adjugate(n00, n11, n22, n33, n01, n02, n03, n12, n13, n23,
+                                             la)
         if not best > 1e-20 * g**6:
             # a multiple largest eigenvalue: the single routine's SVD fallback, which
             # repeats the steps above to the bit and then takes the same branch
@@ -777,17 +748,7 @@ def _rotations_py(  # pragma: no cover - compiled by numba
             order[1], order[2] = cand_p[t], cand_q[t]
             dps[t] = _rotation(x, y, order, 1, tol, max_newton, R[t])
             continue
-        inv = 1.0 / np.sqrt(best)
-        q0, q1, q2, q3 = q0 * inv, q1 * inv, q2 * inv, q3 * inv
-        R[t, 0, 0] = q0 * q0 + q1 * q1 - q2 * q2 - q3 * q3
-        R[t, 0, 1] = 2.0 * (q1 * q2 - q0 * q3)
-        R[t, 0, 2] = 2.0 * (q1 * q3 + q0 * q2)
-        R[t, 1, 0] = 2.0 * (q1 * q2 + q0 * q3)
-        R[t, 1, 1] = q0 * q0 - q1 * q1 + q2 * q2 - q3 * q3
-        R[t, 1, 2] = 2.0 * (q2 * q3 - q0 * q1)
-        R[t, 2, 0] = 2.0 * (q1 * q3 - q0 * q2)
-        R[t, 2, 1] = 2.0 * (q2 * q3 + q0 * q1)
-        R[t, 2, 2] = q0 * q0 - q1 * q1 - q2 * q2 + q3 * q3
+        _quaternion_rotation(q0, q1, q2, q3, best, R[t])
         dps[t] = dp
 
 
@@ -974,6 +935,8 @@ def _core_py(P, pc, ps, S, sc, ss, n_tri, R, g):  # pragma: no cover - compiled 
 # The core loop calls these names: in pure Python (the oracle) the routines above;
 # _compile() hands the compiled loop the compiled ones instead.
 _qcp_key = _qcp_key_py
+_qcp_adjugate = _qcp_adjugate_py
+_quaternion_rotation = _quaternion_rotation_py
 _rotation = _rotation_py
 _rotations = _rotations_py
 _rotations_each = _rotations_each_py

@@ -298,14 +298,16 @@ def kernels():
 def _compile():
     numba = import_optional("numba", purpose="the OAMLM alignment kernels")
     jit = numba.njit(cache=True, nogil=True)
-    qcp_key = jit(_qcp_key_py)
-    rotation = jit(with_globals(_rotation_py, _qcp_key=qcp_key))
+    qcp = {"_qcp_key": jit(_qcp_key_py), "_qcp_adjugate": jit(_qcp_adjugate_py),
+           "_quaternion_rotation": jit(_quaternion_rotation_py)}
+    rotation = jit(with_globals(_rotation_py, **qcp))
     superpose = jit(with_globals(_superpose_py, _rotation=rotation))
     rotation_bound = jit(_rotation_bound_py)
     accuracy_bound = jit(with_globals(_accuracy_bound_py, _rotation_bound=rotation_bound))
     return types.MappingProxyType(
         {
             "rotation": rotation,
+            "qcp": types.MappingProxyType(qcp),
             "rotation_bound": rotation_bound,
             "accuracy_bound": accuracy_bound,
             "superpose": superpose,
@@ -488,6 +490,64 @@ def _superpose_py(x, y, order, tol, max_newton, R):  # pragma: no cover - compil
     return msd
 
 
+def _qcp_adjugate_py(n00, n11, n22, n33, n01, n02, n03, n12, n13, n23, lam):  # pragma: no cover
+    """The largest column of adj(N − λI) and its squared norm: (best, q0, q1, q2, q3).
+
+    The 2×2-minor (Laplace) expansion of the 4×4 adjugate of the symmetric A = N − λI;
+    at λ = λ₁ every nonzero column is the optimal rotation's quaternion, unnormalised;
+    ``best`` ~ 0 flags a multiple largest eigenvalue.
+    """
+    a00, a11, a22, a33 = n00 - lam, n11 - lam, n22 - lam, n33 - lam
+    a01, a02, a03, a12, a13, a23 = n01, n02, n03, n12, n13, n23
+    s0 = a00 * a11 - a01 * a01
+    s1 = a00 * a12 - a01 * a02
+    s2 = a00 * a13 - a01 * a03
+    s3 = a01 * a12 - a11 * a02
+    s4 = a01 * a13 - a11 * a03
+    k5 = a22 * a33 - a23 * a23
+    k4 = a12 * a33 - a13 * a23
+    k3 = a12 * a23 - a13 * a22
+    k2 = a02 * a33 - a03 * a23
+    k1 = a02 * a23 - a03 * a22
+    k0 = a02 * a13 - a03 * a12
+    b00 = a11 * k5 - a12 * k4 + a13 * k3
+    b10 = -a01 * k5 + a12 * k2 - a13 * k1
+    b20 = a01 * k4 - a11 * k2 + a13 * k0
+    b30 = -a01 * k3 + a11 * k1 - a12 * k0
+    b11 = a00 * k5 - a02 * k2 + a03 * k1
+    b21 = -a00 * k4 + a01 * k2 - a03 * k0
+    b31 = a00 * k3 - a01 * k1 + a02 * k0
+    b22 = a03 * s4 - a13 * s2 + a33 * s0
+    b32 = -a03 * s3 + a13 * s1 - a23 * s0
+    b33 = a02 * s3 - a12 * s1 + a22 * s0
+    best, q0, q1, q2, q3 = b00 * b00 + b10 * b10 + b20 * b20 + b30 * b30, b00, b10, b20, b30
+    norm = b10 * b10 + b11 * b11 + b21 * b21 + b31 * b31
+    if norm > best:
+        best, q0, q1, q2, q3 = norm, b10, b11, b21, b31
+    norm = b20 * b20 + b21 * b21 + b22 * b22 + b32 * b32
+    if norm > best:
+        best, q0, q1, q2, q3 = norm, b20, b21, b22, b32
+    norm = b30 * b30 + b31 * b31 + b32 * b32 + b33 * b33
+    if norm > best:
+        best, q0, q1, q2, q3 = norm, b30, b31, b32, b33
+    return best, q0, q1, q2, q3
+
+
+def _quaternion_rotation_py(q0, q1, q2, q3, best, R):  # pragma: no cover - numba
+    """Write to ``R`` (3, 3) the rotation of the unit quaternion q / √best."""
+    inv = 1.0 / np.sqrt(best)
+    q0, q1, q2, q3 = q0 * inv, q1 * inv, q2 * inv, q3 * inv
+    R[0, 0] = q0 * q0 + q1 * q1 - q2 * q2 - q3 * q3
+    R[0, 1] = 2.0 * (q1 * q2 - q0 * q3)
+    R[0, 2] = 2.0 * (q1 * q3 + q0 * q2)
+    R[1, 0] = 2.0 * (q1 * q2 + q0 * q3)
+    R[1, 1] = q0 * q0 - q1 * q1 + q2 * q2 - q3 * q3
+    R[1, 2] = 2.0 * (q2 * q3 - q0 * q1)
+    R[2, 0] = 2.0 * (q1 * q3 - q0 * q2)
+    R[2, 1] = 2.0 * (q2 * q3 + q0 * q1)
+    R[2, 2] = q0 * q0 - q1 * q1 - q2 * q2 + q3 * q3
+
+
 def _qcp_key_py(sxx, sxy, sxz, syx, syy, syz, szx, szy, szz):  # pragma: no cover - numba
     """Theobald's key matrix N from the sums S_ab = Σ x_a y_b, and its characteristic
     polynomial λ⁴ + c₂λ² + c₁λ + c₀ (Theobald 2005, eqs. 7–9).
@@ -583,41 +643,8 @@ def _rotation_py(x, y, order, first, tol, max_newton, R):  # pragma: no cover - 
     # p'(λ₁) = Δ₂Δ₃Δ₄, the conditioning κ = λ̄³/p' of rotation_bound; 0 where Newton
     # did not converge or the SVD fallback below takes over
     dp = (4.0 * lam * lam + 2.0 * c2) * lam + c1 if converged else 0.0
-    # quaternion: the largest column of adj(A), A = N - lam I (symmetric), by
-    # the 2x2-minor (Laplace) expansion of the 4x4 adjugate
-    a00, a11, a22, a33 = n00 - lam, n11 - lam, n22 - lam, n33 - lam
-    a01, a02, a03, a12, a13, a23 = n01, n02, n03, n12, n13, n23
-    s0 = a00 * a11 - a01 * a01
-    s1 = a00 * a12 - a01 * a02
-    s2 = a00 * a13 - a01 * a03
-    s3 = a01 * a12 - a11 * a02
-    s4 = a01 * a13 - a11 * a03
-    k5 = a22 * a33 - a23 * a23
-    k4 = a12 * a33 - a13 * a23
-    k3 = a12 * a23 - a13 * a22
-    k2 = a02 * a33 - a03 * a23
-    k1 = a02 * a23 - a03 * a22
-    k0 = a02 * a13 - a03 * a12
-    b00 = a11 * k5 - a12 * k4 + a13 * k3
-    b10 = -a01 * k5 + a12 * k2 - a13 * k1
-    b20 = a01 * k4 - a11 * k2 + a13 * k0
-    b30 = -a01 * k3 + a11 * k1 - a12 * k0
-    b11 = a00 * k5 - a02 * k2 + a03 * k1
-    b21 = -a00 * k4 + a01 * k2 - a03 * k0
-    b31 = a00 * k3 - a01 * k1 + a02 * k0
-    b22 = a03 * s4 - a13 * s2 + a33 * s0
-    b32 = -a03 * s3 + a13 * s1 - a23 * s0
-    b33 = a02 * s3 - a12 * s1 + a22 * s0
-    best, q0, q1, q2, q3 = b00 * b00 + b10 * b10 + b20 * b20 + b30 * b30, b00, b10, b20, b30
-    norm = b10 * b10 + b11 * b11 + b21 * b21 + b31 * b31
-    if norm > best:
-        best, q0, q1, q2, q3 = norm, b10, b11, b21, b31
-    norm = b20 * b20 + b21 * b21 + b22 * b22 + b32 * b32
-    if norm > best:
-        best, q0, q1, q2, q3 = norm, b20, b21, b22, b32
-    norm = b30 * b30 + b31 * b31 + b32 * b32 + b33 * b33
-    if norm > best:
-        best, q0, q1, q2, q3 = norm, b30, b31, b32, b33
+    # quaternion: the largest column of adj(N - lam I)
+    best, q0, q1, q2, q3 = _qcp_adjugate(n00, n11, n22, n33, n01, n02, n03, n12, n13, n23, lam)
     if not best > 1e-20 * g**6:
         # a multiple largest eigenvalue (e.g. collinear sets): the quaternion is
         # not unique and adj(A) ~ 0; Kabsch by SVD instead
@@ -634,17 +661,7 @@ def _rotation_py(x, y, order, first, tol, max_newton, R):  # pragma: no cover - 
             R[:, :] = V @ Ut
         dp = 0.0
     else:
-        inv = 1.0 / np.sqrt(best)
-        q0, q1, q2, q3 = q0 * inv, q1 * inv, q2 * inv, q3 * inv
-        R[0, 0] = q0 * q0 + q1 * q1 - q2 * q2 - q3 * q3
-        R[0, 1] = 2.0 * (q1 * q2 - q0 * q3)
-        R[0, 2] = 2.0 * (q1 * q3 + q0 * q2)
-        R[1, 0] = 2.0 * (q1 * q2 + q0 * q3)
-        R[1, 1] = q0 * q0 - q1 * q1 + q2 * q2 - q3 * q3
-        R[1, 2] = 2.0 * (q2 * q3 - q0 * q1)
-        R[2, 0] = 2.0 * (q1 * q3 - q0 * q2)
-        R[2, 1] = 2.0 * (q2 * q3 + q0 * q1)
-        R[2, 2] = q0 * q0 - q1 * q1 - q2 * q2 + q3 * q3
+        _quaternion_rotation(q0, q1, q2, q3, best, R)
     return dp
 
 
@@ -653,6 +670,8 @@ def _rotation_py(x, y, order, first, tol, max_newton, R):  # pragma: no cover - 
 # routines under those names.
 _superpose = _superpose_py
 _qcp_key = _qcp_key_py
+_qcp_adjugate = _qcp_adjugate_py
+_quaternion_rotation = _quaternion_rotation_py
 _rotation = _rotation_py
 _rotation_bound = _rotation_bound_py
 _accuracy_bound = _accuracy_bound_py
