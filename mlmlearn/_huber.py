@@ -659,6 +659,24 @@ def _collapse_possible(n, P, epsilon):
     return P >= n * (1.0 - 1.0 / epsilon**2)
 
 
+def _cholesky_stack(C):
+    """Lower Cholesky factors of a stack ``C`` (k × q × q); batched in SciPy ≥ 1.15
+    (4× faster than ``numpy.linalg.inv`` at 500 × 99 × 99), a loop before."""
+    try:
+        return linalg.cholesky(C, lower=True, check_finite=False)
+    except ValueError:  # SciPy without batched linalg
+        return np.stack([linalg.cholesky(c, lower=True, check_finite=False) for c in C])
+
+
+def _cho_solve_stack(L, B):
+    """``C_j⁻¹ b_j`` for the factors of :func:`_cholesky_stack`, ``B`` of shape (k, q)."""
+    try:
+        return linalg.cho_solve((L, True), B[:, :, None], check_finite=False)[:, :, 0]
+    except ValueError:
+        return np.stack([linalg.cho_solve((l_, True), b, check_finite=False)
+                         for l_, b in zip(L, B, strict=True)])
+
+
 class _CollapsedLAD:
     """σ at its lower bound: penalised least absolute deviations by ADMM, all columns at once.
 
@@ -774,20 +792,20 @@ class _CollapsedLAD:
         C = np.eye(out.shape[0]) - hat[out.T[:, :, None], out.T[:, None, :]]  # k × q × q
         ok = np.ones(k, dtype=bool)
         try:
-            np.linalg.cholesky(C)
-        except np.linalg.LinAlgError:
+            L = _cholesky_stack(C)
+        except linalg.LinAlgError:
             for j in range(k):
                 try:
-                    np.linalg.cholesky(C[j])
-                except np.linalg.LinAlgError:
+                    linalg.cholesky(C[j], lower=True, check_finite=False)
+                except linalg.LinAlgError:
                     ok[j] = False
                     C[j] = np.eye(out.shape[0])
-        Cinv = np.linalg.inv(C)
+            L = _cholesky_stack(C)
 
         def minv(V):  # (Q_IᵀQ_I)⁻¹ v = v + Q_Nᵀ C⁻¹ Q_N v, per column
             QN_v = (Q @ V)[out, cols]  # q × k
             W = np.zeros((n, k))
-            W[out, cols] = np.einsum("kab,bk->ak", Cinv, QN_v)
+            W[out, cols] = _cho_solve_stack(L, QN_v.T).T
             return V + Q.T @ W
 
         YI = np.zeros((n, k))
@@ -858,6 +876,7 @@ class _CollapsedLAD:
         live = np.arange(k)
         sigma = np.full(k, _SIGMA_MIN)
         rounding = (n + self.P + 4) * _EPS
+        tried = {}  # column -> the interpolated set its last polish started from
         it = n_used = 0
         while live.size and it < max_admm:
             Yl, Zl, Ul = Y[:, live], Z[:, live], U[:, live]
@@ -880,6 +899,11 @@ class _CollapsedLAD:
             # design or α = 10 between -90 and -470 from iteration 25 on)
             stop = S < 0
             vertex = ~stop & (np.sum(Zl == 0, axis=0) >= self.P)  # worth polishing
+            for j in np.flatnonzero(vertex):  # ... unless its best-fitted set was tried
+                key = np.sort(np.argpartition(np.abs(AT[:, j] - Yl[:, j]), self.P - 1)[:self.P])
+                key = key.tobytes()
+                vertex[j] = tried.get(live[j]) != key
+                tried[live[j]] = key
             basis = None if 2 * self.P <= n or not vertex.any() else self.basis()
             if vertex.any() and (2 * self.P <= n or basis is not None):
                 sub = np.flatnonzero(vertex)

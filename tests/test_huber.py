@@ -303,3 +303,115 @@ def test_the_readme_problem_converges_at_defaults():
         warnings.simplefilter("error", ConvergenceWarning)
         model = HuberMLM(references=RSMaximin(100)).fit(X_train, y_train)
     assert model.score(X_test, y_test) > 0.95
+
+
+def _lad(D, Y, eps=1.35, alpha=1e-4):
+    """The σ-collapse pass on the standardised problem, as _huber_regression sets it up."""
+    from mlmlearn._huber import _CollapsedLAD, _HuberProblem, _standardise
+
+    Z, _, x_scale = _standardise(D, True)
+    A = np.column_stack([Z, np.ones(len(D))])
+    pen = np.r_[1.0 / x_scale**2, 0.0]
+    return _CollapsedLAD(A, pen, eps, alpha, True), _HuberProblem(A, eps, alpha, pen), \
+        Y - Y.mean(axis=0)
+
+
+@pytest.mark.parametrize("n, k", [(60, 50), (80, 70)])
+def test_the_collapsed_pass_is_certified_and_not_above_either_solver(n, k):
+    """Distance designs with K close to N: every column is solved at σ's lower bound,
+    without a ConvergenceWarning, to an objective not above HuberRegressor's at the
+    same (default) settings beyond the rounding of both sums, nor above the Newton
+    path's beyond the certified relative gap tol (f ≤ f* + tol·f ≤ f_newton + tol·f)."""
+    from mlmlearn._huber import _SIGMA_MIN, _huber_regression
+
+    D, Y = _distance_problem(n, k, seed=n + 1)
+    eps, alpha, tol = 1.35, 1e-4, 1e-5
+    info = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        coef, intercept, scale, _ = _huber_regression(D, Y, eps, alpha, True, 100, tol, 0,
+                                                      info=info)
+    assert info["collapsed"] == Y.shape[1]
+    assert np.all(scale == _SIGMA_MIN)
+    ours = _objectives(D, Y, coef, intercept, scale, eps, alpha)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        newton = _objectives(D, Y, *_huber_regression(D, Y, eps, alpha, True, 100, tol, 0,
+                                                      collapsed=False)[:3], eps, alpha)
+        theirs = np.array([_objectives(D, Y[:, [j]], h.coef_[:, None], [h.intercept_],
+                                       [h.scale_], eps, alpha)[0]
+                           for j, h in ((j, HuberRegressor().fit(D, Y[:, j]))
+                                        for j in range(Y.shape[1]))])
+    rounding = gamma(n + k + 4) * (np.abs(ours) + np.abs(theirs) + np.abs(newton))
+    assert np.all(ours <= theirs + rounding)
+    assert np.all(ours <= newton + tol * ours + rounding)
+
+
+@pytest.mark.parametrize("case", ["few references", "large alpha"])
+def test_a_scale_that_does_not_collapse_takes_the_newton_path(case):
+    """Designs that pass the P ≥ n(1 - 1/ε²) test but whose σ stays away from 0 (too
+    few references for the LAD vertex to interpolate n(1 - 1/ε²) samples, or a
+    penalty that keeps the fit from interpolating): no column keeps the pass's
+    answer, and the result is the Newton path's, bit for bit."""
+    from mlmlearn._huber import _collapse_possible, _huber_regression
+
+    D, Y = _distance_problem(80, 40, seed=4) if case == "few references" else \
+        _distance_problem(80, 70, seed=5)
+    alpha = 1e-4 if case == "few references" else 10.0
+    assert _collapse_possible(D.shape[0], D.shape[1] + 1, 1.35)
+    info = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        fit = _huber_regression(D, Y, 1.35, alpha, True, 100, 1e-5, 0, info=info)
+        ref = _huber_regression(D, Y, 1.35, alpha, True, 100, 1e-5, 0, collapsed=False)
+    assert info["collapsed"] == 0
+    for a, b in zip(fit, ref, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert np.all(fit[2] > 1e3 * 10 * EPS)  # σ well above its lower bound
+
+
+def test_the_certificate_is_a_lower_bound_and_rejects_perturbed_fits():
+    """D(g) ≤ f(θ, σ) for any θ, any σ ≥ 10·eps and any g in [-2ε, 2ε] with 1ᵀg = 0
+    and S(g) ≥ 0 (Fenchel–Young on the perspective of the Huber loss); at the
+    certified fit the gap is within tol·f, and moving the fit (θ) or the certificate
+    (g: the signs of a few non-interpolated samples flipped) breaks it."""
+    from mlmlearn._huber import _SIGMA_MIN
+
+    D, Y = _distance_problem(60, 50, seed=7)
+    lad, problem, Yc = _lad(D, Y)
+    theta, accepted, _ = lad.solve(problem, Yc, 1e-5, 1000)
+    assert accepted.all()
+    k = Yc.shape[1]
+    smin = np.full(k, _SIGMA_MIN)
+    f = problem.loss(theta, smin, Yc)
+    _, G, found = lad.polish(lad.basis(), lad.A @ theta - Yc, Yc)
+    assert found.all()
+    G = lad.dual(G)
+    D0, S, size = lad.lower_bound(G, Yc)
+    rounding = gamma(D.shape[0] + D.shape[1] + 5) * (f + size)
+    assert np.all(S >= 0) and np.all(f - D0 <= 1e-5 * f + rounding)
+    rng = np.random.default_rng(0)
+    for step in [0.0, 1e-9, 1e-6, 1e-3, 1.0, 10.0]:
+        # sound everywhere, and sharpest near the optimum: θ at and around the fit, σ
+        # from its lower bound up, g between the certificate and a random feasible
+        # point (|g| ≤ 2 keeps S ≥ 0; the box, 1ᵀg = 0 and S ≥ 0 are convex)
+        th = theta + rng.normal(scale=step, size=theta.shape)
+        sg = np.where(step < 1e-3, _SIGMA_MIN, _SIGMA_MIN * 10.0 ** rng.uniform(0, 16, size=k))
+        t = 0.0 if step < 1e-3 else rng.uniform()
+        g = (1 - t) * G + t * lad.dual(rng.uniform(-2.0, 2.0, size=Yc.shape))
+        Dg, Sg, sz = lad.lower_bound(g, Yc)
+        fg = problem.loss(th, sg, Yc)
+        assert np.all(Sg >= 0)
+        assert np.all(Dg <= fg + gamma(D.shape[0] + D.shape[1] + 5) * (fg + sz))
+    # a perturbed fit: the intercept moved by a hundredth of the targets' spread
+    th = theta.copy()
+    th[-1] += 0.01 * Yc.std(axis=0)
+    fp = problem.loss(th, smin, Yc)
+    assert np.all(fp - D0 > 1e-5 * fp)
+    # a perturbed certificate: three non-interpolated samples with the wrong sign
+    Gp = G.copy()
+    for j in range(k):
+        outside = np.flatnonzero(np.abs(G[:, j]) == 2 * 1.35)[:3]
+        Gp[outside, j] *= -1
+    Dp = lad.lower_bound(lad.dual(Gp), Yc)[0]
+    assert np.all(f - Dp > 1e-5 * f)
