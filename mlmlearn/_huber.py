@@ -880,7 +880,7 @@ class _CollapsedLAD:
         it = n_used = 0
         while live.size and it < max_admm:
             Yl, Zl, Ul = Y[:, live], Z[:, live], U[:, live]
-            for _ in range(check_every):
+            for _ in range(min(check_every, max_admm - it)):
                 it += 1
                 V = Yl + Zl - Ul
                 AT = self.fitted(V)

@@ -126,3 +126,18 @@ def test_not_converging_warns_with_advice_that_helps():
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
         HuberMLM(references=10, max_iter=100, tol=1e-12).fit(X, y)
+
+
+def test_thesis_regime_converges_at_defaults():
+    """K close to N (70 references of 80 samples): σ collapses to its lower bound for
+    every column of B and the fit is certified there (duality gap within tol), so the
+    defaults end without a ConvergenceWarning, where 100 Newton iterations did not."""
+    from mlmlearn._huber import _SIGMA_MIN
+
+    X, y = _noisy(seed=3, n=80)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        model = HuberMLM(references=70).fit(X, y)
+    assert np.all(model.scale_ == _SIGMA_MIN)
+    with pytest.warns(ConvergenceWarning, match="increase max_iter"):
+        HuberMLM(references=70, max_iter=1).fit(X, y)  # 10 ADMM iterations: too few
