@@ -74,8 +74,9 @@ def huber_regression(X, Y, *, epsilon=1.35, alpha=1e-4, fit_intercept=True, max_
     relative ``tol`` of the optimum of (2.27) (:class:`_CollapsedLAD`); the
     other columns take the Newton path exactly as without this pass. On the
     thesis-regime benchmark (600 × 500 distance design, 500 columns) every
-    column is certified in 525 ADMM iterations, 2.4 s against 49 s for 100
-    Newton iterations, to a lower objective.
+    column is certified in 525 ADMM iterations: 1.9 s against 38 s for looped
+    HuberRegressor and 49 s for 100 Newton iterations, to an objective 5× lower
+    than the loop's and 3 % below the Newton path's.
 
     Parameters
     ----------
@@ -705,7 +706,10 @@ class _CollapsedLAD:
     onto ``1ᵀg = 0`` within its bounds. A column is accepted when
     ``f(θ, σ_min) - D(g) ≤ tol · f(θ, σ_min)``: its objective is within a
     relative ``tol`` of the optimum of (2.27), a bound that holds whatever σ
-    the optimum has.
+    the optimum has. ADMM alone reaches that slowly (a median column of the
+    thesis-regime benchmark needs ~600 iterations, the slowest > 1000); the
+    exact vertex of :meth:`polish` certifies most columns within 100. Needs
+    α > 0 (with α = 0 the bound asks for ``Aᵀg = 0`` exactly).
     """
 
     def __init__(self, A, pen, epsilon, alpha, free):
