@@ -296,7 +296,8 @@ def ring_demo(held_out=5, *, stride=8, references=300, steps=200, max_uncertaint
         if failed:
             print(f"(no GFN2-xTB energy at {name} steps {failed}: the SCF did not converge)",
                   file=out)
-    print(f"the potential ends {e_pot[-1]:.4f} eV above the GFN2-xTB minimum, "
+    side = "above" if e_pot[-1] >= 0 else "below"
+    print(f"the potential ends {abs(e_pot[-1]):.4f} eV {side} the GFN2-xTB minimum, "
           f"{r_pot[-1]:.3f} Å from it; paper IV's force field has no energy to descend: its "
           f"lowest check is {np.nanmin(e_iv):.2f} eV above (step "
           f"{steps_iv[int(np.nanargmin(e_iv))]}), its last {e_iv[-1]:.2f} eV (step "
