@@ -1,5 +1,7 @@
-"""Checkpoint files shared by the resumable applications (optimization, Monte Carlo)."""
+"""Checkpoint files shared by the resumable applications (optimization, Monte Carlo, the
+active-learning loops)."""
 
+import json
 import os
 
 import numpy as np
@@ -10,7 +12,9 @@ __all__ = [
     "check_start",
     "check_trajectory",
     "load_checkpoint",
+    "load_rounds",
     "save_checkpoint",
+    "save_rounds",
 ]
 
 # Text formats that keep at least six decimals of Å reproduce a start structure to
@@ -104,3 +108,52 @@ def check_trajectory(trajectory, n_bytes):
         raise ResumeError(
             f"trajectory={trajectory!r} has {size} bytes, fewer than the {n_bytes} its "
             "checkpoint recorded: the file was changed")
+
+
+def load_rounds(checkpoint, settings, *, stopping=()):
+    """The state a round-by-round loop (active learning) left in directory ``checkpoint``.
+
+    Returns ``(history, next_round, added)``: the per-round records, the round to run
+    next and the structures added so far (read from ``added.traj``); ``([], 0, [])``
+    when the directory (created if missing) holds no state yet. ``stopping`` names
+    stored settings that are stopping rules, not compared.
+
+    Raises
+    ------
+    ValueError
+        If the state was written with other ``settings``; both are named.
+    """
+    from ase.io import read
+
+    os.makedirs(checkpoint, exist_ok=True)
+    state_path = os.path.join(checkpoint, "state.json")
+    if not os.path.exists(state_path):
+        return [], 0, []
+    with open(state_path) as fh:
+        state = json.load(fh)
+    for name in stopping:
+        state["settings"].pop(name, None)
+    if state["settings"] != settings:
+        raise ValueError(f"checkpoint {checkpoint!r} was written with settings "
+                         f"{state['settings']}, not {settings}")
+    path = os.path.join(checkpoint, "added.traj")
+    if not (os.path.exists(path) and os.path.getsize(path)):
+        return state["history"], state["next_round"], []
+    return state["history"], state["next_round"], read(path, ":", parallel=False)
+
+
+def save_rounds(checkpoint, settings, history, next_round, added):
+    """Write what :func:`load_rounds` reads: ``added`` at full precision with its reference
+    results (ASE trajectory), then the settings, ``history`` and ``next_round``
+    (``state.json``, replaced atomically)."""
+    from ase.io import write
+
+    path = os.path.join(checkpoint, "added.traj")
+    if added:
+        write(path, added, format="traj", parallel=False)
+    else:
+        open(path, "w").close()
+    state_path = os.path.join(checkpoint, "state.json")
+    with open(state_path + ".tmp", "w") as fh:
+        json.dump({"settings": settings, "history": history, "next_round": next_round}, fh)
+    os.replace(state_path + ".tmp", state_path)

@@ -8,11 +8,11 @@ forces) and that trajectory stops. The potential is refitted after each round; t
 ends when a round finds nothing to add.
 """
 
-import json
-import os
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from ._checkpoint import load_rounds, save_rounds
 
 __all__ = ["ActiveLearningResult", "active_learning"]
 
@@ -142,7 +142,6 @@ def active_learning(
         If ``starts`` is empty, or a checkpoint was written with other settings.
     """
     from ase import units
-    from ase.io import read, write
     from ase.md.langevin import Langevin
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
     from ase.optimize import BFGS
@@ -165,19 +164,7 @@ def active_learning(
             settings.update(relax_max_force=relax_max_force)
     added, history, first = [], [], 0
     if checkpoint is not None:
-        os.makedirs(checkpoint, exist_ok=True)
-        state_path = os.path.join(checkpoint, "state.json")
-        if os.path.exists(state_path):
-            with open(state_path) as fh:
-                state = json.load(fh)
-            state["settings"].pop("rounds", None)  # a stopping rule, not a setting
-            if state["settings"] != settings:
-                raise ValueError(
-                    f"checkpoint {checkpoint!r} was written with settings {state['settings']}, "
-                    f"not {settings}")
-            history, first = state["history"], state["next_round"]
-            path = os.path.join(checkpoint, "added.traj")
-            added = read(path, ":") if os.path.exists(path) and os.path.getsize(path) else []
+        history, first, added = load_rounds(checkpoint, settings, stopping=("rounds",))
 
     model = None
     converged = bool(history) and history[-1]["added"] == 0 and history[-1]["failed"] == 0
@@ -239,13 +226,7 @@ def active_learning(
         history.append(record)
         converged = record["added"] == 0 and record["failed"] == 0
         if checkpoint is not None:
-            path = os.path.join(checkpoint, "added.traj")
-            if added:  # full precision, with the reference results
-                write(path, added, format="traj")
-            else:
-                open(path, "w").close()
-            with open(os.path.join(checkpoint, "state.json"), "w") as fh:
-                json.dump({"settings": settings, "history": history, "next_round": r + 1}, fh)
+            save_rounds(checkpoint, settings, history, r + 1, added)
     if model is None or not converged or history[-1]["added"]:
         model = clone(potential).fit(list(structures) + added)
     return ActiveLearningResult(potential=model, added=added, history=history,

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .._checkpoint import load_rounds, save_rounds
+
 __all__ = [
     "AnyOf",
     "BrokenGeometry",
@@ -182,7 +184,7 @@ def montecarlo_active_learning(model, structures, energies, reference, start, *,
         with other settings.
     """
     from ase.calculators.singlepoint import SinglePointCalculator
-    from ase.io import read, write
+    from ase.io import read
     from joblib import Parallel, delayed
     from sklearn.base import clone
 
@@ -201,18 +203,7 @@ def montecarlo_active_learning(model, structures, energies, reference, start, *,
                     n_check=n_check, random_state=random_state, n_structures=len(structures))
     added, history, first = [], [], 0
     if checkpoint is not None:
-        os.makedirs(checkpoint, exist_ok=True)
-        state_path = os.path.join(checkpoint, "state.json")
-        if os.path.exists(state_path):
-            with open(state_path) as fh:
-                state = json.load(fh)
-            if state["settings"] != settings:
-                raise ValueError(f"checkpoint {checkpoint!r} was written with settings "
-                                 f"{state['settings']}, not {settings}")
-            history, first = state["history"], state["next_round"]
-            path = os.path.join(checkpoint, "added.traj")
-            added = (read(path, ":", parallel=False)
-                     if os.path.exists(path) and os.path.getsize(path) else [])
+        history, first, added = load_rounds(checkpoint, settings)
 
     def fit():
         t0 = time.perf_counter()
@@ -317,13 +308,7 @@ def montecarlo_active_learning(model, structures, energies, reference, start, *,
         history.append(record)
         converged = record["flagged"] == 0
         if checkpoint is not None:
-            path = os.path.join(checkpoint, "added.traj")
-            if added:
-                write(path, added, format="traj", parallel=False)
-            else:
-                open(path, "w").close()
-            with open(os.path.join(checkpoint, "state.json"), "w") as fh:
-                json.dump({"settings": settings, "history": history, "next_round": r + 1}, fh)
+            save_rounds(checkpoint, settings, history, r + 1, added)
     if fitted is None or not converged or (history and history[-1]["added"]):
         fitted, _ = fit()
     return MonteCarloActiveLearningResult(model=fitted, added=added, history=history,
