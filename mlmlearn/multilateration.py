@@ -220,6 +220,7 @@ def _cubic_rows_py(delta, scale, s, three_ss, sss, out):  # pragma: no cover - n
 # the pure-Python helpers; the compiled kernel is linked to compiled ones (_with_globals)
 _row_sums, _polish = _row_sums_py, _polish_py
 
+
 def _cubic_kernel():
     """The compiled :func:`_cubic_rows_py`, or ``None`` without numba (compiled once)."""
     return _compile_cubic()

@@ -355,6 +355,8 @@ def _accept_py(indices, cache_lo, cache_values, pending_lo,
 
 # numba compiles a kernel with the helpers it calls; in Python they are these functions
 _pair_window = _pair_window_py
+
+
 def kernels():
     """The compiled kernels (numba, cached on disk): ``"cache"``, ``"delta"``, ``"accept"``.
 
