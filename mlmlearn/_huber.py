@@ -715,10 +715,10 @@ class _CollapsedLAD:
     def __init__(self, A, pen, epsilon, alpha, free):
         self.A, self.pen, self.eps, self.alpha, self.free = A, pen, epsilon, alpha, free
         self.n, self.P = A.shape
+        self.gram = A.T @ A  # refactored with every rebalanced ρ
 
     def _factor(self, rho):
-        K = self.A.T @ self.A
-        K *= rho
+        K = self.gram * rho
         K.flat[:: self.P + 1] += 2.0 * self.alpha * self.pen
         L = linalg.cholesky(K, lower=True, check_finite=False)
         W = linalg.solve_triangular(L, self.A.T, lower=True, check_finite=False)  # P × n
